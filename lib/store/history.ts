@@ -1,0 +1,765 @@
+/**
+ * The chat history and outbox: an SQLite database (`chat_history.db`, via `node:sqlite`) whose
+ * message bodies are Fernet tokens under a local history key.
+ *
+ * Writes are group-committed: every write requested while the previous batch is still being
+ * encrypted or committed (or within the same tick) joins one transaction, and each promise resolves
+ * only after the transaction holding its write has committed. The format, the migrations and the
+ * durability argument are in `docs/STORAGE.md`.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { Fernet, InvalidTokenError } from "../crypto/fernet.ts";
+
+/** Which way a message went: `in` was received from the peer, `out` was sent to it. */
+export type Direction = "in" | "out";
+
+/** Delivery state. Incoming messages are stored as `delivered` (we have them). */
+export type MessageState = "queued" | "sent" | "delivered" | "failed";
+
+/** One message as read back from the store. */
+export interface StoredMessage {
+  /** Message id, unique across both directions. */
+  id: string;
+  /** The peer's fingerprint (lowercase hex SHA-256 of its SPKI). */
+  peer: string;
+  /** The peer's display name when the message was stored ("" if unknown, e.g. migrated rows). */
+  peerName: string;
+  /** `in` (from the peer) or `out` (to the peer). */
+  direction: Direction;
+  /** The message text (decrypted). */
+  text: string;
+  /** When the sender sent it, ms since the epoch (the sender's clock). */
+  sentAt: number;
+  /** When we received it, ms since the epoch (our clock); null for outgoing or unknown. */
+  receivedAt: number | null;
+  /** Delivery state. */
+  state: MessageState;
+}
+
+/** One conversation as listed by {@linkcode HistoryStore.conversations}. */
+export interface Conversation {
+  /** The peer's fingerprint. */
+  peer: string;
+  /** The most recent non-empty name stored for the peer ("" if none). */
+  peerName: string;
+  /** Number of messages in both directions. */
+  count: number;
+  /** Time of the last message (received time if known, else sent time), ms since the epoch. */
+  lastAt: number;
+}
+
+/** Options of {@linkcode HistoryStore.open}. */
+export interface HistoryStoreOptions {
+  /** The history key: a Fernet key (url-safe base64 of 32 bytes). */
+  key: string;
+  /**
+   * `full` (default): every commit is fsynced, so it survives power loss. `normal`: a commit
+   * survives a crash or kill of the process but the last commits may be lost on power loss.
+   */
+  durable?: "full" | "normal";
+}
+
+/**
+ * Thrown when the history cannot be used: the file cannot be opened, is not a (p2pchat history)
+ * database, is corrupt, has a newer schema than this program knows, the key is wrong, or the store
+ * is closed.
+ */
+export class StoreError extends Error {
+  /**
+   * @param message What went wrong, for the user.
+   * @param options `cause`: the underlying error.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
+
+/** The schema version this code writes (`PRAGMA user_version`). */
+export const SCHEMA_VERSION = 2;
+
+/** `PRAGMA application_id` of a p2pchat history database ("P2CH"). */
+const APPLICATION_ID = 0x50324348;
+
+/** Plaintext of the key check value kept in the meta table. */
+const KEY_CHECK_TEXT = "p2pchat history key check";
+
+const STATES: readonly MessageState[] = ["queued", "sent", "delivered", "failed"];
+const DEFAULT_LIMIT = 50;
+
+const SCHEMA_V2 = `
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE messages (
+  seq         INTEGER PRIMARY KEY,
+  id          TEXT NOT NULL UNIQUE,
+  peer        TEXT NOT NULL,
+  peer_name   TEXT NOT NULL,
+  direction   TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+  body        TEXT NOT NULL,
+  sent_at     INTEGER NOT NULL,
+  received_at INTEGER,
+  state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered', 'failed'))
+);
+CREATE INDEX messages_peer_seq ON messages (peer, seq);
+CREATE INDEX messages_outbox ON messages (peer, seq)
+  WHERE direction = 'out' AND state IN ('queued', 'sent');
+`;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+type Sealed = { token: string } | { error: unknown };
+
+type Op =
+  | {
+    kind: "out";
+    id: string;
+    peer: string;
+    peerName: string;
+    sentAt: number;
+    state: MessageState;
+    body: Promise<Sealed>;
+    done: PromiseWithResolvers<void>;
+  }
+  | {
+    kind: "in";
+    id: string;
+    peer: string;
+    peerName: string;
+    sentAt: number;
+    receivedAt: number;
+    body: Promise<Sealed>;
+    done: PromiseWithResolvers<boolean>;
+  }
+  | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> };
+
+interface Batch {
+  ops: Op[];
+  /** Resolves (never rejects) once the batch has been committed or has failed. */
+  settled: PromiseWithResolvers<void>;
+}
+
+interface Row {
+  id: string;
+  peer: string;
+  peer_name: string;
+  direction: Direction;
+  body: string;
+  sent_at: number;
+  received_at: number | null;
+  state: MessageState;
+}
+
+/**
+ * Encrypted message history and outbox on SQLite.
+ *
+ * Reads that return promises ({@linkcode outbox}, {@linkcode history}) first wait for the writes
+ * requested before them, so they see their caller's own writes. The synchronous reads
+ * ({@linkcode has}, {@linkcode outboxPeers}, {@linkcode conversations}) see committed data only.
+ *
+ * @example
+ * ```ts
+ * const store = await HistoryStore.open("data/chat_history.db", { key: historyKey });
+ * await store.recordOutgoing({ id, peer, peerName: "Bob", text: "hi", sentAt: Date.now() }, "sent");
+ * await store.setState(id, "delivered");
+ * const last = await store.history(peer, { limit: 20 });
+ * await store.close();
+ * ```
+ */
+export class HistoryStore {
+  #db: DatabaseSync;
+  #fernet: Fernet;
+  #path: string;
+  #closed = false;
+  #open: Batch | null = null;
+  #committing: Batch | null = null;
+  #runner: Promise<void> | null = null;
+
+  #insert: StatementSync;
+  #update: StatementSync;
+  #has: StatementSync;
+  #seqOf: StatementSync;
+  #last: StatementSync;
+  #before: StatementSync;
+  #outbox: StatementSync;
+  #outboxPeers: StatementSync;
+  #conversations: StatementSync;
+
+  private constructor(db: DatabaseSync, fernet: Fernet, path: string) {
+    this.#db = db;
+    this.#fernet = fernet;
+    this.#path = path;
+    const cols = "id, peer, peer_name, direction, body, sent_at, received_at, state";
+    this.#insert = db.prepare(
+      `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+    );
+    this.#update = db.prepare(
+      "UPDATE messages SET state = ? WHERE id = ? AND direction = 'out'",
+    );
+    this.#has = db.prepare("SELECT 1 AS x FROM messages WHERE id = ?");
+    this.#seqOf = db.prepare("SELECT seq FROM messages WHERE id = ?");
+    this.#last = db.prepare(
+      `SELECT ${cols} FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?`,
+    );
+    this.#before = db.prepare(
+      `SELECT ${cols} FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+    );
+    this.#outbox = db.prepare(
+      `SELECT ${cols} FROM messages INDEXED BY messages_outbox
+       WHERE peer = ? AND direction = 'out' AND state IN ('queued', 'sent') ORDER BY seq`,
+    );
+    this.#outboxPeers = db.prepare(
+      `SELECT DISTINCT peer FROM messages
+       WHERE direction = 'out' AND state IN ('queued', 'sent') ORDER BY peer`,
+    );
+    this.#conversations = db.prepare(
+      `SELECT c.peer AS peer, c.count AS count,
+              coalesce(m.received_at, m.sent_at) AS lastAt,
+              coalesce((SELECT n.peer_name FROM messages n
+                        WHERE n.peer = c.peer AND n.peer_name <> ''
+                        ORDER BY n.seq DESC LIMIT 1), '') AS peerName
+       FROM (SELECT peer, count(*) AS count, max(seq) AS last FROM messages GROUP BY peer) c
+       JOIN messages m ON m.seq = c.last
+       ORDER BY c.last DESC`,
+    );
+  }
+
+  /**
+   * Opens (creating or migrating as needed) the history database at `path`.
+   *
+   * A new file is created with mode 0600 (names and fingerprints are stored in plaintext).
+   *
+   * @throws {StoreError} when the key is malformed or wrong, the file cannot be opened, is not a
+   * p2pchat history database, is corrupt, or has a newer schema version than this program.
+   * @example
+   * ```ts
+   * const store = await HistoryStore.open("chat_history.db", { key: generateKey() });
+   * ```
+   */
+  static async open(path: string, opts: HistoryStoreOptions): Promise<HistoryStore> {
+    let fernet: Fernet;
+    try {
+      fernet = await Fernet.create(opts.key);
+    } catch (e) {
+      throw new StoreError(`invalid history key: ${message(e)}`, { cause: e });
+    }
+    createPrivateFile(path);
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+    } catch (e) {
+      throw new StoreError(`cannot open history database ${path}: ${message(e)}`, { cause: e });
+    }
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      const version = pragmaNumber(db, "user_version");
+      const appId = pragmaNumber(db, "application_id");
+      if (appId !== 0 && appId !== APPLICATION_ID) {
+        throw new StoreError(`${path} is not a p2pchat history database`);
+      }
+      if (version > SCHEMA_VERSION) {
+        throw new StoreError(
+          `${path} has history schema version ${version}, but this program knows only versions ` +
+            `up to ${SCHEMA_VERSION}: use a newer p2pchat`,
+        );
+      }
+      const mode = db.prepare("PRAGMA journal_mode = WAL").get()?.journal_mode;
+      if (mode !== "wal") {
+        throw new StoreError(`cannot switch ${path} to WAL mode (got ${String(mode)})`);
+      }
+      db.exec(`PRAGMA synchronous = ${opts.durable === "normal" ? "NORMAL" : "FULL"}`);
+      db.exec("PRAGMA journal_size_limit = 8388608");
+      await migrate(db, fernet, { path, version });
+      await checkKey(db, fernet, path);
+      return new HistoryStore(db, fernet, path);
+    } catch (e) {
+      db.close();
+      if (e instanceof StoreError) throw e;
+      throw new StoreError(`cannot use history database ${path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /**
+   * Stores an outgoing message; resolves once it is durable (group commit). A duplicate id is a
+   * no-op.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @throws {RangeError} when `state` is not `queued` or `sent`, or a field has the wrong type
+   * (ids and texts are strings, id and peer not empty, times integer ms).
+   */
+  recordOutgoing(
+    msg: { id: string; peer: string; peerName: string; text: string; sentAt: number },
+    state: "queued" | "sent",
+  ): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    if (state !== "queued" && state !== "sent") {
+      return Promise.reject(
+        new RangeError(`an outgoing message starts queued or sent, not ${state}`),
+      );
+    }
+    const bad = invalidMessage(msg);
+    if (bad !== null) return Promise.reject(bad);
+    const done = Promise.withResolvers<void>();
+    this.#enqueue({
+      kind: "out",
+      id: msg.id,
+      peer: msg.peer,
+      peerName: msg.peerName,
+      sentAt: msg.sentAt,
+      state,
+      body: this.#seal(msg.text),
+      done,
+    });
+    return done.promise;
+  }
+
+  /**
+   * Stores an incoming message (state `delivered`) unless its id is known; resolves true if it
+   * was new, false if a duplicate (also within one batch), once durable.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @throws {RangeError} when a field has the wrong type (see {@linkcode recordOutgoing}).
+   */
+  recordIncoming(
+    msg: {
+      id: string;
+      peer: string;
+      peerName: string;
+      text: string;
+      sentAt: number;
+      receivedAt: number;
+    },
+  ): Promise<boolean> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    const bad = invalidMessage(msg);
+    if (bad !== null) return Promise.reject(bad);
+    // A retransmission of a committed message: no need to encrypt it again.
+    let known: boolean;
+    try {
+      known = this.#query(() => this.#has.get(msg.id) !== undefined);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (known) return Promise.resolve(false);
+    const done = Promise.withResolvers<boolean>();
+    this.#enqueue({
+      kind: "in",
+      id: msg.id,
+      peer: msg.peer,
+      peerName: msg.peerName,
+      sentAt: msg.sentAt,
+      receivedAt: msg.receivedAt,
+      body: this.#seal(msg.text),
+      done,
+    });
+    return done.promise;
+  }
+
+  /**
+   * Changes the state of an outgoing message (e.g. sent -> delivered); resolves once durable.
+   * Unknown ids and incoming messages are left alone. Writes apply in the order requested.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @throws {RangeError} when `state` is not a {@linkcode MessageState}.
+   */
+  setState(id: string, state: MessageState): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    if (!STATES.includes(state)) {
+      return Promise.reject(new RangeError(`unknown message state ${state}`));
+    }
+    const done = Promise.withResolvers<void>();
+    this.#enqueue({ kind: "state", id, state, done });
+    return done.promise;
+  }
+
+  /**
+   * Outgoing messages to `peer` not yet delivered (queued or sent), oldest first (by insertion
+   * order), after the writes already requested have committed.
+   *
+   * @throws {StoreError} when the store is closed or a body cannot be decrypted.
+   */
+  async outbox(peer: string): Promise<StoredMessage[]> {
+    await this.#barrier();
+    return await this.#decode(this.#query(() => this.#outbox.all(peer) as unknown as Row[]));
+  }
+
+  /**
+   * Fingerprints that have undelivered (queued or sent) outgoing messages, committed ones only.
+   *
+   * @throws {StoreError} when the store is closed or the database cannot be read.
+   */
+  outboxPeers(): string[] {
+    return this.#query(() => this.#outboxPeers.all() as { peer: string }[]).map((r) => r.peer);
+  }
+
+  /**
+   * The last `limit` (default 50) messages with `peer`, oldest first (insertion order); `before`
+   * (a message id) pages back: only messages stored before that one. Waits for the writes already
+   * requested.
+   *
+   * @throws {StoreError} when the store is closed, `before` is an unknown id, or a body cannot be
+   * decrypted.
+   * @throws {RangeError} when `limit` is not a non-negative integer.
+   * @example
+   * ```ts
+   * const page = await store.history(peer, { limit: 20 });
+   * const older = await store.history(peer, { limit: 20, before: page[0].id });
+   * ```
+   */
+  async history(
+    peer: string,
+    opts: { limit?: number; before?: string } = {},
+  ): Promise<StoredMessage[]> {
+    const limit = opts.limit ?? DEFAULT_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new RangeError(`history limit must be a non-negative integer, not ${limit}`);
+    }
+    await this.#barrier();
+    const before = opts.before;
+    const rows = this.#query(() => {
+      if (before === undefined) return this.#last.all(peer, limit) as unknown as Row[];
+      const at = this.#seqOf.get(before) as { seq: number } | undefined;
+      if (at === undefined) throw new StoreError(`unknown message id ${before}`);
+      return this.#before.all(peer, at.seq, limit) as unknown as Row[];
+    });
+    rows.reverse();
+    return await this.#decode(rows);
+  }
+
+  /**
+   * Conversations: one row per peer fingerprint, most recent first (committed data only).
+   *
+   * @throws {StoreError} when the store is closed or the database cannot be read.
+   */
+  conversations(): Conversation[] {
+    return this.#query(() => this.#conversations.all() as unknown as Conversation[]).map((r) => ({
+      peer: r.peer,
+      peerName: r.peerName,
+      count: r.count,
+      lastAt: r.lastAt,
+    }));
+  }
+
+  /**
+   * Is this id already stored (committed, in either direction)?
+   *
+   * @throws {StoreError} when the store is closed or the database cannot be read.
+   */
+  has(id: string): boolean {
+    return this.#query(() => this.#has.get(id) !== undefined);
+  }
+
+  /** Flushes pending writes and closes the database. Closing twice is a no-op. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#runner;
+    this.#db.close();
+  }
+
+  #closedError(): StoreError {
+    return new StoreError(`history database ${this.#path} is closed`);
+  }
+
+  /** Runs a synchronous read, turning SQLite errors (e.g. a corrupt page) into StoreError. */
+  #query<T>(read: () => T): T {
+    if (!this.#db.isOpen) throw this.#closedError();
+    try {
+      return read();
+    } catch (e) {
+      if (e instanceof StoreError) throw e;
+      throw new StoreError(`cannot read ${this.#path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /** Starts encrypting at once, so bodies of a batch are encrypted while another commits. */
+  #seal(text: string): Promise<Sealed> {
+    return this.#fernet.encrypt(encoder.encode(text)).then(
+      (token) => ({ token }),
+      (error) => ({ error }),
+    );
+  }
+
+  #enqueue(op: Op): void {
+    if (this.#open === null) this.#open = { ops: [], settled: Promise.withResolvers<void>() };
+    this.#open.ops.push(op);
+    // A microtask: everything requested in the current tick joins the batch.
+    this.#runner ??= Promise.resolve().then(() => this.#run());
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (this.#open !== null) {
+        const batch = this.#open;
+        this.#open = null;
+        this.#committing = batch;
+        await this.#commit(batch);
+        this.#committing = null;
+        batch.settled.resolve();
+      }
+    } finally {
+      this.#runner = null;
+    }
+  }
+
+  /** Waits until the writes requested so far have been committed (or have failed). */
+  async #barrier(): Promise<void> {
+    const batch = this.#open ?? this.#committing;
+    if (batch !== null) await batch.settled.promise;
+  }
+
+  /** Commits one batch in one transaction; settles every op's promise; never throws. */
+  async #commit(batch: Batch): Promise<void> {
+    const tokens = await Promise.all(
+      batch.ops.map((op) => op.kind === "state" ? null : op.body),
+    );
+    const ops: Op[] = [];
+    const bodies: (string | null)[] = [];
+    batch.ops.forEach((op, i) => {
+      const sealed = tokens[i];
+      if (sealed !== null && "error" in sealed) {
+        op.done.reject(
+          new StoreError(`cannot encrypt message ${op.id}: ${message(sealed.error)}`, {
+            cause: sealed.error,
+          }),
+        );
+      } else {
+        ops.push(op);
+        bodies.push(sealed === null ? null : sealed.token);
+      }
+    });
+    if (ops.length === 0) return;
+    const results: (boolean | undefined)[] = [];
+    try {
+      this.#db.exec("BEGIN IMMEDIATE");
+      ops.forEach((op, i) => {
+        if (op.kind === "state") {
+          this.#update.run(op.state, op.id);
+          results.push(undefined);
+        } else if (op.kind === "out") {
+          this.#insert.run(
+            op.id,
+            op.peer,
+            op.peerName,
+            "out",
+            bodies[i],
+            op.sentAt,
+            null,
+            op.state,
+          );
+          results.push(undefined);
+        } else {
+          const r = this.#insert.run(
+            op.id,
+            op.peer,
+            op.peerName,
+            "in",
+            bodies[i],
+            op.sentAt,
+            op.receivedAt,
+            "delivered",
+          );
+          results.push(Number(r.changes) === 1);
+        }
+      });
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      let detail = message(e);
+      try {
+        if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      } catch (rollback) {
+        detail += ` (and the rollback failed: ${message(rollback)})`;
+      }
+      const error = new StoreError(
+        `cannot write ${ops.length} message(s) to ${this.#path}: ${detail}`,
+        { cause: e },
+      );
+      for (const op of ops) op.done.reject(error);
+      return;
+    }
+    ops.forEach((op, i) => {
+      if (op.kind === "in") op.done.resolve(results[i] as boolean);
+      else op.done.resolve();
+    });
+  }
+
+  async #decode(rows: Row[]): Promise<StoredMessage[]> {
+    return await Promise.all(rows.map(async (r) => {
+      let text: string;
+      try {
+        text = decoder.decode(await this.#fernet.decrypt(r.body));
+      } catch (e) {
+        throw new StoreError(`cannot decrypt message ${r.id} in ${this.#path}`, { cause: e });
+      }
+      return {
+        id: r.id,
+        peer: r.peer,
+        peerName: r.peer_name,
+        direction: r.direction,
+        text,
+        sentAt: r.sent_at,
+        receivedAt: r.received_at,
+        state: r.state,
+      };
+    }));
+  }
+}
+
+/**
+ * Checks a message's fields before it joins a batch: one bad row would otherwise make the whole
+ * transaction, and every other write in it, fail.
+ */
+function invalidMessage(
+  msg: {
+    id: string;
+    peer: string;
+    peerName: string;
+    text: string;
+    sentAt: number;
+    receivedAt?: number;
+  },
+): RangeError | null {
+  for (const field of ["id", "peer", "peerName", "text"] as const) {
+    if (typeof msg[field] !== "string") return new RangeError(`message ${field} must be a string`);
+  }
+  if (msg.id === "" || msg.peer === "") {
+    return new RangeError("message id and peer must not be empty");
+  }
+  for (const field of ["sentAt", "receivedAt"] as const) {
+    const value = msg[field];
+    if (value !== undefined && !Number.isSafeInteger(value)) {
+      return new RangeError(
+        `message ${field} must be an integer (ms since the epoch), not ${value}`,
+      );
+    }
+  }
+  return null;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Creates an empty database file readable by its owner only; an existing file is left alone. */
+function createPrivateFile(path: string): void {
+  try {
+    Deno.openSync(path, { write: true, createNew: true, mode: 0o600 }).close();
+  } catch (e) {
+    if (e instanceof Deno.errors.AlreadyExists) return;
+    throw new StoreError(`cannot create history database ${path}: ${message(e)}`, { cause: e });
+  }
+}
+
+function pragmaNumber(db: DatabaseSync, name: "user_version" | "application_id"): number {
+  const row = db.prepare(`PRAGMA ${name}`).get() as Record<string, number> | undefined;
+  return row?.[name] ?? 0;
+}
+
+function inTransaction(db: DatabaseSync, work: () => void): void {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    work();
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+/** Brings the schema from `version` to {@linkcode SCHEMA_VERSION}, one step per transaction. */
+async function migrate(
+  db: DatabaseSync,
+  fernet: Fernet,
+  opts: { path: string; version: number },
+): Promise<void> {
+  if (opts.version === 0) {
+    const tables = db.prepare("SELECT count(*) AS n FROM sqlite_schema").get() as { n: number };
+    if (tables.n !== 0) {
+      throw new StoreError(`${opts.path} is not a p2pchat history database (no schema version)`);
+    }
+    const check = await fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
+    inTransaction(db, () => {
+      db.exec(SCHEMA_V2);
+      db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
+      db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    });
+    return;
+  }
+  // One entry per step; each step commits its own transaction, ending with its user_version.
+  const steps: Record<number, (db: DatabaseSync, fernet: Fernet, path: string) => Promise<void>> = {
+    1: migrate1to2,
+  };
+  for (let v = opts.version; v < SCHEMA_VERSION; v++) {
+    const step = steps[v];
+    if (step === undefined) {
+      throw new StoreError(`${opts.path}: no migration from history schema version ${v}`);
+    }
+    await step(db, fernet, opts.path);
+  }
+}
+
+/**
+ * Version 1 had no meta table (so no key check), no peer name, no received time, and the state
+ * as an integer (0 queued, 1 sent, 2 delivered, 3 failed). See docs/STORAGE.md.
+ */
+async function migrate1to2(db: DatabaseSync, fernet: Fernet, path: string): Promise<void> {
+  // Verify the key on an existing body before stamping a key check made with it.
+  const sample = db.prepare("SELECT id, body FROM messages ORDER BY rowid LIMIT 1").get() as
+    | { id: string; body: string }
+    | undefined;
+  if (sample !== undefined) {
+    try {
+      await fernet.decrypt(sample.body);
+    } catch (e) {
+      if (!(e instanceof InvalidTokenError)) throw e;
+      throw new StoreError(`wrong history key for ${path} (cannot decrypt message ${sample.id})`, {
+        cause: e,
+      });
+    }
+  }
+  const check = await fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
+  try {
+    inTransaction(db, () => {
+      db.exec("ALTER TABLE messages RENAME TO messages_v1");
+      db.exec("DROP INDEX IF EXISTS messages_peer");
+      db.exec(SCHEMA_V2);
+      db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
+      db.exec(`
+        INSERT INTO messages (id, peer, peer_name, direction, body, sent_at, received_at, state)
+        SELECT id, peer, '', direction, body, sent_at, NULL,
+               CASE state WHEN 0 THEN 'queued' WHEN 1 THEN 'sent'
+                          WHEN 2 THEN 'delivered' WHEN 3 THEN 'failed' END
+        FROM messages_v1 ORDER BY rowid;
+        DROP TABLE messages_v1;
+      `);
+      db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+      db.exec("PRAGMA user_version = 2");
+    });
+  } catch (e) {
+    throw new StoreError(`cannot migrate ${path} from schema version 1 to 2: ${message(e)}`, {
+      cause: e,
+    });
+  }
+}
+
+async function checkKey(db: DatabaseSync, fernet: Fernet, path: string): Promise<void> {
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'key_check'").get() as
+    | { value: string }
+    | undefined;
+  if (row === undefined) throw new StoreError(`${path} has no key check value`);
+  let plain: string;
+  try {
+    plain = decoder.decode(await fernet.decrypt(row.value));
+  } catch (e) {
+    if (!(e instanceof InvalidTokenError)) throw e;
+    throw new StoreError(`wrong history key for ${path}`, { cause: e });
+  }
+  if (plain !== KEY_CHECK_TEXT) throw new StoreError(`wrong history key for ${path}`);
+}

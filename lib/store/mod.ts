@@ -1,0 +1,7 @@
+/**
+ * Local storage: the encrypted chat history and outbox.
+ *
+ * @module
+ */
+
+export * from "./history.ts";

@@ -1,0 +1,751 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+import { Fernet, generateKey } from "../../lib/crypto/fernet.ts";
+import { HistoryStore, SCHEMA_VERSION, StoreError } from "../../lib/store/mod.ts";
+
+const ALICE = "a1".repeat(32);
+const BOB = "b0".repeat(32);
+const CAROL = "c3".repeat(32);
+
+/** Runs `fn` with a fresh temporary directory, removed afterwards. */
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat_history_test_" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function out(id: string, peer: string, text: string, sentAt = 1_700_000_000_000) {
+  return { id, peer, peerName: "Bob", text, sentAt };
+}
+
+function inc(id: string, peer: string, text: string, receivedAt = 1_700_000_000_500) {
+  return { id, peer, peerName: "Alice", text, sentAt: 1_700_000_000_000, receivedAt };
+}
+
+/** Opens the file with a plain SQLite connection, runs `fn`, closes it. */
+function raw<T>(path: string, fn: (db: DatabaseSync) => T): T {
+  const db = new DatabaseSync(path);
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) {
+      if (haystack[i + j] !== needle[j]) continue outer;
+    }
+    return true;
+  }
+  return false;
+}
+
+/** The database, WAL and shm files that exist, with their bytes. */
+async function dbFiles(path: string): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  for (const p of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      files.set(p, await Deno.readFile(p));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return files;
+}
+
+Deno.test("a new store records both directions and reads them back after reopening", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    await store.recordOutgoing(out("m1", BOB, "hello Bob"), "sent");
+    assert.equal(await store.recordIncoming(inc("m2", BOB, "hi, 👋 ünïcode")), true);
+    await store.setState("m1", "delivered");
+    await store.close();
+    await store.close(); // closing twice is harmless
+
+    const again = await HistoryStore.open(path, { key });
+    try {
+      assert.deepEqual(await again.history(BOB), [
+        {
+          id: "m1",
+          peer: BOB,
+          peerName: "Bob",
+          direction: "out",
+          text: "hello Bob",
+          sentAt: 1_700_000_000_000,
+          receivedAt: null,
+          state: "delivered",
+        },
+        {
+          id: "m2",
+          peer: BOB,
+          peerName: "Alice",
+          direction: "in",
+          text: "hi, 👋 ünïcode",
+          sentAt: 1_700_000_000_000,
+          receivedAt: 1_700_000_000_500,
+          state: "delivered",
+        },
+      ]);
+      assert.equal(again.has("m1"), true);
+      assert.equal(again.has("m2"), true);
+      assert.equal(again.has("m3"), false);
+    } finally {
+      await again.close();
+    }
+    raw(path, (db) => {
+      assert.deepEqual({ ...db.prepare("PRAGMA integrity_check").get() }, {
+        integrity_check: "ok",
+      });
+      assert.deepEqual({ ...db.prepare("PRAGMA user_version").get() }, {
+        user_version: SCHEMA_VERSION,
+      });
+      assert.deepEqual({ ...db.prepare("PRAGMA journal_mode").get() }, { journal_mode: "wal" });
+    });
+    if (Deno.build.os !== "windows") assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+  });
+});
+
+Deno.test("history pages back with before and limit across many messages", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      const expected: string[] = [];
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < 237; i++) {
+        const id = `bob-${i}`;
+        expected.push(id);
+        writes.push(
+          i % 3 === 0
+            ? store.recordIncoming(inc(id, BOB, `text ${i}`))
+            : store.recordOutgoing(out(id, BOB, `text ${i}`), "sent"),
+        );
+        // Another conversation interleaved, which must not show up in Bob's pages.
+        writes.push(store.recordOutgoing(out(`carol-${i}`, CAROL, `other ${i}`), "sent"));
+      }
+      await Promise.all(writes);
+
+      const first = await store.history(BOB);
+      assert.equal(first.length, 50);
+      assert.deepEqual(first.map((m) => m.id), expected.slice(-50));
+      assert.ok(first.every((m) => m.text === `text ${m.id.slice(4)}`));
+
+      const pages: string[][] = [];
+      let before: string | undefined = undefined;
+      for (;;) {
+        const page: { id: string }[] = await store.history(BOB, { limit: 40, before });
+        if (page.length === 0) break;
+        assert.ok(page.length <= 40);
+        pages.unshift(page.map((m) => m.id));
+        before = page[0].id;
+      }
+      assert.equal(pages.length, Math.ceil(237 / 40));
+      assert.equal(pages[0].length, 237 % 40);
+      assert.deepEqual(pages.flat(), expected);
+
+      assert.deepEqual(await store.history(BOB, { limit: 0 }), []);
+      assert.deepEqual((await store.history(BOB, { limit: 1000 })).map((m) => m.id), expected);
+      assert.deepEqual(await store.history("ff".repeat(32)), []);
+      await assert.rejects(store.history(BOB, { before: "no-such-id" }), StoreError);
+      await assert.rejects(store.history(BOB, { limit: -1 }), RangeError);
+      await assert.rejects(store.history(BOB, { limit: 1.5 }), RangeError);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("states change, and the outbox holds undelivered messages in insertion order", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    // sentAt deliberately not monotonic: the outbox follows insertion order, not clocks.
+    const sentAts = [50, 10, 40, 20, 30, 5, 60, 1];
+    for (const [i, sentAt] of sentAts.entries()) {
+      await store.recordOutgoing(out(`q${i}`, BOB, `queued ${i}`, sentAt), "queued");
+      await store.recordOutgoing(out(`c${i}`, CAROL, `carol ${i}`, sentAt), "sent");
+    }
+    assert.deepEqual(store.outboxPeers(), [BOB, CAROL].sort());
+    assert.deepEqual(
+      (await store.outbox(BOB)).map((m) => [m.id, m.state, m.text]),
+      sentAts.map((_, i) => [`q${i}`, "queued", `queued ${i}`]),
+    );
+
+    await store.setState("q0", "sent");
+    await store.setState("q1", "delivered");
+    await store.setState("q2", "failed");
+    await store.setState("unknown-id", "delivered"); // no-op
+    for (let i = 0; i < sentAts.length; i++) await store.setState(`c${i}`, "delivered");
+
+    const expectedOutbox = ["q0", "q3", "q4", "q5", "q6", "q7"];
+    assert.deepEqual((await store.outbox(BOB)).map((m) => m.id), expectedOutbox);
+    assert.equal((await store.outbox(BOB))[0].state, "sent");
+    assert.deepEqual(await store.outbox(CAROL), []);
+    assert.deepEqual(store.outboxPeers(), [BOB]);
+    const states = Object.fromEntries((await store.history(BOB)).map((m) => [m.id, m.state]));
+    assert.equal(states.q1, "delivered");
+    assert.equal(states.q2, "failed");
+    await assert.rejects(store.setState("q3", "lost" as "sent"), RangeError);
+    await assert.rejects(
+      store.recordOutgoing(out("x", BOB, "x"), "delivered" as "sent"),
+      RangeError,
+    );
+    // A malformed message is refused alone; the writes batched with it still land.
+    const batch = [
+      store.recordOutgoing(out("ok1", BOB, "fine"), "queued"),
+      store.recordOutgoing(out("bad1", BOB, "x", 1.5), "queued"),
+      store.recordIncoming({ ...inc("bad2", BOB, "x"), receivedAt: Number.NaN }),
+      store.recordIncoming(inc("", BOB, "empty id")),
+      store.recordIncoming({ ...inc("bad3", BOB, "x"), text: 42 as unknown as string }),
+      store.recordOutgoing(out("ok2", BOB, "fine too"), "queued"),
+    ];
+    const outcomes = await Promise.allSettled(batch);
+    assert.deepEqual(outcomes.map((o) => o.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    assert.ok(outcomes.every((o) => o.status === "fulfilled" || o.reason instanceof RangeError));
+    assert.deepEqual((await store.outbox(BOB)).slice(-2).map((m) => m.id), ["ok1", "ok2"]);
+    await store.setState("ok1", "failed");
+    await store.setState("ok2", "failed");
+    // setState leaves incoming messages alone.
+    await store.recordIncoming(inc("in1", BOB, "incoming"));
+    await store.setState("in1", "queued");
+    assert.equal((await store.history(BOB)).at(-1)?.state, "delivered");
+    await store.close();
+
+    // The outbox survives a restart.
+    const again = await HistoryStore.open(path, { key });
+    try {
+      assert.deepEqual(again.outboxPeers(), [BOB]);
+      assert.deepEqual((await again.outbox(BOB)).map((m) => m.id), expectedOutbox);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("reads wait for writes requested before them", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      const write = store.recordOutgoing(out("w1", BOB, "not awaited"), "queued");
+      assert.deepEqual((await store.outbox(BOB)).map((m) => m.id), ["w1"]);
+      const change = store.setState("w1", "delivered");
+      assert.deepEqual(await store.outbox(BOB), []);
+      await Promise.all([write, change]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("incoming messages are de-duplicated by id, also within one batch", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      assert.equal(await store.recordIncoming(inc("d1", ALICE, "first")), true);
+      assert.equal(await store.recordIncoming(inc("d1", ALICE, "retransmitted")), false);
+
+      // Same id three times in one tick: one insert wins.
+      const same = await Promise.all([
+        store.recordIncoming(inc("d2", ALICE, "a")),
+        store.recordIncoming(inc("d2", ALICE, "b")),
+        store.recordIncoming(inc("d2", ALICE, "c")),
+      ]);
+      assert.deepEqual(same, [true, false, false]);
+
+      // An outgoing duplicate id is a no-op that keeps the first message.
+      await store.recordOutgoing(out("o1", ALICE, "original"), "queued");
+      await store.recordOutgoing(out("o1", ALICE, "replacement"), "sent");
+      // An incoming message may not reuse an id we already have in the other direction.
+      assert.equal(await store.recordIncoming(inc("o1", ALICE, "collision")), false);
+
+      const all = await store.history(ALICE);
+      assert.deepEqual(all.map((m) => [m.id, m.text]), [
+        ["d1", "first"],
+        ["d2", "a"],
+        ["o1", "original"],
+      ]);
+      assert.equal(all[2].state, "queued");
+      assert.deepEqual(store.conversations().map((c) => c.count), [3]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("group commit: many unawaited writes all resolve, each stored once, each durable when resolved", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const store = await HistoryStore.open(path, { key: generateKey() });
+    const reader = new DatabaseSync(path);
+    try {
+      const count = reader.prepare("SELECT count(*) AS n FROM messages WHERE id = ?");
+      const n = 3000;
+      const seen: Promise<{ isNew: boolean; committed: number }>[] = [];
+      // Checked as each promise resolves: another connection already sees the row.
+      const write = (id: string, text: string) =>
+        seen.push(
+          store.recordIncoming(inc(id, ALICE, text)).then((isNew) => ({
+            isNew,
+            committed: (count.get(id) as { n: number }).n,
+          })),
+        );
+      for (let i = 0; i < n; i++) {
+        write(`g${i}`, `burst ${i}`);
+        // Every tenth message also arrives a second time in the same burst.
+        if (i % 10 === 0) write(`g${i}`, `again ${i}`);
+      }
+      const settled = await Promise.all(seen);
+      assert.equal(settled.filter((s) => s.isNew).length, n);
+      assert.equal(settled.filter((s) => !s.isNew).length, n / 10);
+      assert.ok(settled.every((s) => s.committed === 1));
+
+      // Writes requested while the first burst commits form later batches, and all land too.
+      const more: Promise<void>[] = [];
+      for (let i = 0; i < 500; i++) {
+        more.push(store.recordOutgoing(out(`h${i}`, ALICE, `more ${i}`), "sent"));
+        if (i % 100 === 0) await Promise.resolve();
+      }
+      await Promise.all(more);
+
+      const total = reader.prepare("SELECT count(*) AS n, count(DISTINCT id) AS d FROM messages")
+        .get() as { n: number; d: number };
+      assert.deepEqual({ ...total }, { n: n + 500, d: n + 500 });
+      const texts = (await store.history(ALICE, { limit: n + 500 })).map((m) => m.text);
+      assert.equal(texts[0], "burst 0");
+      assert.equal(texts[n - 1], `burst ${n - 1}`);
+      assert.equal(texts.at(-1), "more 499");
+    } finally {
+      reader.close();
+      await store.close();
+    }
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
+          .integrity_check,
+        "ok",
+      );
+    });
+  });
+});
+
+/**
+ * Counts the transactions in a WAL file: valid frames (salts matching the header) whose
+ * "database size after commit" field is non-zero are commit frames, one per transaction.
+ */
+async function walCommits(path: string): Promise<number> {
+  const wal = await Deno.readFile(`${path}-wal`);
+  const header = new DataView(wal.buffer, wal.byteOffset, wal.byteLength);
+  const pageSize = header.getUint32(8);
+  const salt1 = header.getUint32(16);
+  const salt2 = header.getUint32(20);
+  let commits = 0;
+  for (let at = 32; at + 24 + pageSize <= wal.length; at += 24 + pageSize) {
+    if (header.getUint32(at + 8) !== salt1 || header.getUint32(at + 12) !== salt2) break;
+    if (header.getUint32(at + 4) !== 0) commits++;
+  }
+  return commits;
+}
+
+Deno.test("writes requested in one tick are committed in one transaction", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const store = await HistoryStore.open(path, { key: generateKey(), durable: "normal" });
+    try {
+      await store.recordOutgoing(out("first", BOB, "before the burst"), "sent");
+      const before = await walCommits(path);
+      assert.ok(before >= 1);
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < 300; i++) writes.push(store.recordIncoming(inc(`t${i}`, BOB, `m ${i}`)));
+      writes.push(store.recordOutgoing(out("t-out", BOB, "queued one"), "queued"));
+      writes.push(store.setState("first", "delivered"));
+      await Promise.all(writes);
+      assert.equal(await walCommits(path), before + 1);
+
+      // One more write is one more transaction: the count above can move.
+      await store.recordIncoming(inc("t-last", BOB, "alone"));
+      assert.equal(await walCommits(path), before + 2);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("close flushes pending writes; a closed store refuses work", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    const pending = store.recordOutgoing(out("p1", BOB, "in flight at close"), "queued");
+    await store.close();
+    await pending;
+    await assert.rejects(store.recordOutgoing(out("p2", BOB, "late"), "queued"), StoreError);
+    await assert.rejects(store.recordIncoming(inc("p3", BOB, "late")), StoreError);
+    await assert.rejects(store.setState("p1", "sent"), StoreError);
+    await assert.rejects(store.history(BOB), StoreError);
+    await assert.rejects(store.outbox(BOB), StoreError);
+    assert.throws(() => store.has("p1"), StoreError);
+    assert.throws(() => store.outboxPeers(), StoreError);
+    assert.throws(() => store.conversations(), StoreError);
+
+    const again = await HistoryStore.open(path, { key });
+    try {
+      assert.deepEqual((await again.outbox(BOB)).map((m) => m.text), ["in flight at close"]);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("conversations list each peer once, most recent first, with the latest name", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      assert.deepEqual(store.conversations(), []);
+      await store.recordOutgoing({ ...out("1", BOB, "x", 100), peerName: "Bob" }, "sent");
+      await store.recordIncoming({ ...inc("2", CAROL, "y", 200), peerName: "Carol" });
+      await store.recordIncoming({ ...inc("3", BOB, "z", 300), peerName: "Robert" });
+      await store.recordOutgoing({ ...out("4", ALICE, "w", 400), peerName: "Alice" }, "queued");
+      assert.deepEqual(store.conversations(), [
+        { peer: ALICE, peerName: "Alice", count: 1, lastAt: 400 },
+        { peer: BOB, peerName: "Robert", count: 2, lastAt: 300 },
+        { peer: CAROL, peerName: "Carol", count: 1, lastAt: 200 },
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("no message text is readable in the database, WAL or shm files", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const marker = "ZQX-secret-marker-7f3a";
+    const peerName = "PlainNameVisible";
+    const store = await HistoryStore.open(path, { key: generateKey() });
+    try {
+      for (let i = 0; i < 200; i++) {
+        await Promise.all([
+          store.recordOutgoing({ ...out(`o${i}`, BOB, `${marker} out ${i}`), peerName }, "queued"),
+          store.recordIncoming({ ...inc(`i${i}`, BOB, `in ${i} ${marker}`), peerName }),
+        ]);
+      }
+      await store.setState("o1", "delivered");
+      assert.equal((await store.history(BOB, { limit: 1 }))[0].text, `in 199 ${marker}`);
+
+      const open = await dbFiles(path);
+      assert.ok(open.has(`${path}-wal`), "the WAL file exists while the store is open");
+      const all = [...open.values()];
+      // Control: the grep does find what is stored in plaintext (the peer name), so it can fail.
+      assert.ok(all.some((bytes) => contains(bytes, new TextEncoder().encode(peerName))));
+      for (const [file, bytes] of open) {
+        assert.equal(contains(bytes, new TextEncoder().encode(marker)), false, file);
+        assert.equal(contains(bytes, new TextEncoder().encode("secret")), false, file);
+      }
+    } finally {
+      await store.close();
+    }
+    const closed = await dbFiles(path);
+    assert.ok(closed.size >= 1);
+    for (const [file, bytes] of closed) {
+      assert.equal(contains(bytes, new TextEncoder().encode(marker)), false, file);
+    }
+  });
+});
+
+Deno.test("opening with the wrong history key fails clearly and changes nothing", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    await store.recordIncoming(inc("k1", BOB, "kept"));
+    await store.close();
+
+    await assert.rejects(
+      HistoryStore.open(path, { key: generateKey() }),
+      (e) => e instanceof StoreError && /wrong history key/.test(e.message),
+    );
+    await assert.rejects(HistoryStore.open(path, { key: "not a key" }), StoreError);
+
+    const again = await HistoryStore.open(path, { key });
+    try {
+      assert.deepEqual((await again.history(BOB)).map((m) => m.text), ["kept"]);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+/** Builds a schema version 1 database by hand, as the first release wrote it. */
+async function makeV1(path: string, key: string): Promise<void> {
+  const fernet = await Fernet.create(key);
+  const rows: [string, string, "in" | "out", string, number, number][] = [
+    ["v1-a", BOB, "out", "old queued", 1000, 0],
+    ["v1-b", BOB, "in", "old incoming", 900, 2],
+    ["v1-c", CAROL, "out", "old sent", 1100, 1],
+    ["v1-d", BOB, "out", "old delivered", 800, 2],
+    ["v1-e", BOB, "out", "old failed", 1200, 3],
+    ["v1-f", BOB, "out", "old sent to bob", 700, 1],
+  ];
+  const tokens = await Promise.all(rows.map((r) => fernet.encrypt(r[3])));
+  raw(path, (db) => {
+    db.exec(`
+      CREATE TABLE messages (
+        id        TEXT PRIMARY KEY,
+        peer      TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        body      TEXT NOT NULL,
+        sent_at   INTEGER NOT NULL,
+        state     INTEGER NOT NULL
+      );
+      CREATE INDEX messages_peer ON messages (peer, sent_at);
+      PRAGMA user_version = 1;
+    `);
+    const insert = db.prepare("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)");
+    rows.forEach(([id, peer, direction, , sentAt, state], i) => {
+      insert.run(id, peer, direction, tokens[i], sentAt, state);
+    });
+  });
+}
+
+Deno.test("a schema version 1 database is migrated to version 2", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    await makeV1(path, key);
+
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await store.history(BOB), [
+        {
+          id: "v1-a",
+          peer: BOB,
+          peerName: "",
+          direction: "out",
+          text: "old queued",
+          sentAt: 1000,
+          receivedAt: null,
+          state: "queued",
+        },
+        {
+          id: "v1-b",
+          peer: BOB,
+          peerName: "",
+          direction: "in",
+          text: "old incoming",
+          sentAt: 900,
+          receivedAt: null,
+          state: "delivered",
+        },
+        {
+          id: "v1-d",
+          peer: BOB,
+          peerName: "",
+          direction: "out",
+          text: "old delivered",
+          sentAt: 800,
+          receivedAt: null,
+          state: "delivered",
+        },
+        {
+          id: "v1-e",
+          peer: BOB,
+          peerName: "",
+          direction: "out",
+          text: "old failed",
+          sentAt: 1200,
+          receivedAt: null,
+          state: "failed",
+        },
+        {
+          id: "v1-f",
+          peer: BOB,
+          peerName: "",
+          direction: "out",
+          text: "old sent to bob",
+          sentAt: 700,
+          receivedAt: null,
+          state: "sent",
+        },
+      ]);
+      assert.deepEqual((await store.outbox(BOB)).map((m) => m.id), ["v1-a", "v1-f"]);
+      assert.deepEqual(store.outboxPeers(), [BOB, CAROL].sort());
+      // New writes go after the migrated rows and carry the new columns.
+      assert.equal(await store.recordIncoming(inc("v1-b", BOB, "dup of migrated")), false);
+      assert.equal(await store.recordIncoming(inc("new", BOB, "after migration")), true);
+      const last = (await store.history(BOB, { limit: 1 }))[0];
+      assert.deepEqual([last.id, last.peerName, last.receivedAt], [
+        "new",
+        "Alice",
+        1_700_000_000_500,
+      ]);
+      assert.equal(store.conversations().find((c) => c.peer === CAROL)?.peerName, "");
+    } finally {
+      await store.close();
+    }
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA user_version").get() as { user_version: number })
+          .user_version,
+        2,
+      );
+      assert.equal(
+        (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
+          .integrity_check,
+        "ok",
+      );
+      const tables = db.prepare("SELECT name FROM sqlite_schema ORDER BY name").all()
+        .map((r) => r.name);
+      assert.deepEqual(tables, [
+        "messages",
+        "messages_outbox",
+        "messages_peer_seq",
+        "meta",
+        "sqlite_autoindex_messages_1",
+      ]);
+    });
+    // And the migrated database now has a key check.
+    await assert.rejects(HistoryStore.open(path, { key: generateKey() }), /wrong history key/);
+  });
+});
+
+Deno.test("migrating version 1 with the wrong key fails and leaves the file at version 1", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    await makeV1(path, generateKey());
+    await assert.rejects(
+      HistoryStore.open(path, { key: generateKey() }),
+      (e) => e instanceof StoreError && /wrong history key/.test(e.message),
+    );
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA user_version").get() as { user_version: number })
+          .user_version,
+        1,
+      );
+      assert.equal((db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n, 6);
+    });
+  });
+});
+
+Deno.test("a version 1 row with an unknown state makes the migration fail without changes", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    await makeV1(path, key);
+    raw(path, (db) => db.exec("UPDATE messages SET state = 9 WHERE id = 'v1-c'"));
+    await assert.rejects(
+      HistoryStore.open(path, { key }),
+      (e) => e instanceof StoreError && /migrate .* from schema version 1 to 2/.test(e.message),
+    );
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA user_version").get() as { user_version: number })
+          .user_version,
+        1,
+      );
+      const names = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all()
+        .map((r) => r.name);
+      assert.deepEqual(names, ["messages"]);
+    });
+  });
+});
+
+Deno.test("a database from a newer schema version is refused with a clear message", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    raw(path, (db) => db.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`));
+    await assert.rejects(
+      HistoryStore.open(path, { key: generateKey() }),
+      (e) =>
+        e instanceof StoreError && e.message.includes(`version ${SCHEMA_VERSION + 1}`) &&
+        /newer p2pchat/.test(e.message),
+    );
+  });
+});
+
+Deno.test("garbage, corrupt and foreign files are refused with StoreError", async () => {
+  await withDir(async (dir) => {
+    const key = generateKey();
+
+    const garbage = join(dir, "garbage.db");
+    await Deno.writeTextFile(garbage, "this is not an SQLite database\n".repeat(200));
+    await assert.rejects(HistoryStore.open(garbage, { key }), StoreError);
+
+    // A real history whose first page (the schema) has been overwritten.
+    const corrupt = join(dir, "corrupt.db");
+    const store = await HistoryStore.open(corrupt, { key, durable: "normal" });
+    for (let i = 0; i < 50; i++) await store.recordIncoming(inc(`x${i}`, BOB, "x".repeat(500)));
+    await store.close();
+    const bytes = await Deno.readFile(corrupt);
+    bytes.fill(0xa5, 100, 4096);
+    await Deno.writeFile(corrupt, bytes);
+    await assert.rejects(HistoryStore.open(corrupt, { key }), StoreError);
+
+    // Some other application's SQLite database.
+    const foreign = join(dir, "foreign.db");
+    raw(foreign, (db) => db.exec("CREATE TABLE notes (body TEXT)"));
+    await assert.rejects(
+      HistoryStore.open(foreign, { key }),
+      (e) => e instanceof StoreError && /not a p2pchat history database/.test(e.message),
+    );
+    const otherApp = join(dir, "other_app.db");
+    raw(otherApp, (db) => db.exec("PRAGMA application_id = 1234"));
+    await assert.rejects(HistoryStore.open(otherApp, { key }), /not a p2pchat history database/);
+
+    await assert.rejects(
+      HistoryStore.open(join(dir, "missing", "chat_history.db"), { key }),
+      StoreError,
+    );
+  });
+});
+
+Deno.test("a corrupt page found after opening makes reads and writes fail with StoreError", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    for (let i = 0; i < 50; i++) await store.recordIncoming(inc(`x${i}`, BOB, "x".repeat(500)));
+    await store.close();
+    // The schema (page 1) and the key check (page 2) stay intact; message pages at the end do not.
+    const bytes = await Deno.readFile(path);
+    assert.ok(bytes.length >= 4096 * 8);
+    bytes.fill(0xa5, bytes.length - 4096 * 3);
+    await Deno.writeFile(path, bytes);
+
+    const broken = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      await assert.rejects(broken.history(BOB, { limit: 100 }), /malformed/);
+      assert.throws(() => broken.conversations(), StoreError);
+      await assert.rejects(broken.recordIncoming(inc("y", BOB, "new")), StoreError);
+    } finally {
+      await broken.close();
+    }
+  });
+});
