@@ -5,3 +5,4 @@
  */
 
 export * from "./history.ts";
+export * from "./peers.ts";
