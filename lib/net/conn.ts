@@ -1,0 +1,200 @@
+/**
+ * A framed TCP connection: thin I/O over {@linkcode FrameDecoder} and {@linkcode encodeFrames}.
+ *
+ * Reads are pulled (one payload per {@linkcode FramedConn.read}), so a slow consumer applies
+ * back-pressure to the peer. Writes issued while another write is on the wire are coalesced into
+ * one buffer and one system call.
+ *
+ * @module
+ */
+
+import { DEFAULT_MAX_FRAME_SIZE, encodeFrames, FrameDecoder } from "./frame.ts";
+
+/** Thrown by {@linkcode FramedConn.write} once the connection is closed or broken. */
+export class ConnectionClosedError extends Error {
+  /** @param message Why the write could not happen. */
+  constructor(message = "connection closed") {
+    super(message);
+    this.name = "ConnectionClosedError";
+  }
+}
+
+/** Options for {@linkcode FramedConn}. */
+export interface FramedConnOptions {
+  /** Largest frame accepted or sent (default 1 MiB). */
+  maxFrameSize?: number;
+}
+
+interface PendingWrite {
+  payload: Uint8Array;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * Wraps a `Deno.Conn` so that it carries whole payloads instead of a byte stream.
+ *
+ * @example
+ * ```ts
+ * const conn = new FramedConn(await Deno.connect({ hostname: "127.0.0.1", port: 5000 }));
+ * await conn.write(new TextEncoder().encode("hello"));
+ * const reply = await conn.read(); // null when the peer closed
+ * conn.close();
+ * ```
+ */
+export class FramedConn {
+  #conn: Deno.Conn;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #decoder: FrameDecoder;
+  #maxFrameSize: number;
+  #ready: Uint8Array[] = [];
+  #pending: PendingWrite[] = [];
+  #flushing = false;
+  #closed = false;
+  #bytesIn = 0;
+
+  /** Address of the other end. */
+  readonly remote: { hostname: string; port: number };
+
+  /**
+   * @param conn An open TCP (or other stream) connection; the FramedConn owns it from now on.
+   * @param opts Limits, see {@linkcode FramedConnOptions}.
+   */
+  constructor(conn: Deno.Conn, opts: FramedConnOptions = {}) {
+    this.#conn = conn;
+    this.#maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
+    this.#decoder = new FrameDecoder({ maxFrameSize: this.#maxFrameSize });
+    this.#reader = conn.readable.getReader();
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remote = { hostname: addr.hostname ?? "", port: addr.port ?? 0 };
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  }
+
+  /** Changes the frame size limit in both directions (e.g. raised after authentication). */
+  setMaxFrameSize(bytes: number): void {
+    this.#maxFrameSize = bytes;
+    this.#decoder.maxFrameSize = bytes;
+  }
+
+  /** True once {@linkcode close} ran or the connection broke. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes received so far (for idle and slow-drip accounting). */
+  get bytesIn(): number {
+    return this.#bytesIn;
+  }
+
+  /**
+   * Returns the next payload, or `null` once the peer closed the stream (or we closed it).
+   *
+   * @throws {FrameError} when the peer sends a frame over the size limit.
+   */
+  async read(): Promise<Uint8Array | null> {
+    while (this.#ready.length === 0) {
+      if (this.#closed) return null;
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await this.#reader.read();
+      } catch (e) {
+        // A reset or a read cut short by close(): both mean the stream is over for us.
+        if (this.#closed || e instanceof Deno.errors.ConnectionReset || isStreamError(e)) {
+          this.close();
+          return null;
+        }
+        throw e;
+      }
+      if (result.done) {
+        this.close();
+        return null;
+      }
+      this.#bytesIn += result.value.length;
+      const frames = this.#decoder.push(result.value);
+      for (const f of frames) this.#ready.push(f);
+    }
+    return this.#ready.shift()!;
+  }
+
+  /**
+   * Returns every payload already received (at least one, waiting if needed), or `null` at the
+   * end of the stream. Lets a consumer process a burst of frames in one pass.
+   *
+   * @throws {FrameError} when the peer sends a frame over the size limit.
+   */
+  async readBatch(): Promise<Uint8Array[] | null> {
+    const first = await this.read();
+    if (first === null) return null;
+    const batch = [first];
+    for (const f of this.#ready.splice(0)) batch.push(f);
+    return batch;
+  }
+
+  /**
+   * Sends one payload as a frame; resolves once it was handed to the operating system.
+   *
+   * @throws {ConnectionClosedError} when the connection is closed or breaks while writing.
+   * @throws {FrameError} when the payload is over the frame size limit.
+   */
+  write(payload: Uint8Array): Promise<void> {
+    if (this.#closed) return Promise.reject(new ConnectionClosedError());
+    if (payload.length > this.#maxFrameSize) {
+      // encodeFrames would throw too, but later and for the whole batch; refuse just this one.
+      return Promise.reject(
+        new ConnectionClosedError(`payload of ${payload.length} bytes is over the frame limit`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ payload, resolve, reject });
+      if (!this.#flushing) this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#pending.length > 0 && !this.#closed) {
+        const batch = this.#pending;
+        this.#pending = [];
+        try {
+          const bytes = encodeFrames(batch.map((p) => p.payload), {
+            maxFrameSize: this.#maxFrameSize,
+          });
+          let at = 0;
+          while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+          for (const p of batch) p.resolve();
+        } catch (e) {
+          const err = new ConnectionClosedError(`write failed: ${(e as Error).message}`);
+          for (const p of batch) p.reject(err);
+          this.close();
+        }
+      }
+    } finally {
+      this.#flushing = false;
+      if (this.#closed) this.#failPending();
+    }
+  }
+
+  #failPending(): void {
+    const err = new ConnectionClosedError();
+    for (const p of this.#pending.splice(0)) p.reject(err);
+  }
+
+  /** Closes the connection; pending reads return `null`, pending writes reject. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) throw e;
+    }
+    if (!this.#flushing) this.#failPending();
+  }
+}
+
+function isStreamError(e: unknown): boolean {
+  return e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted ||
+    e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.UnexpectedEof ||
+    (e instanceof TypeError && /closed|released|errored/i.test(e.message));
+}
