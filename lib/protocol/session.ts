@@ -1,0 +1,365 @@
+/**
+ * A secure session: after the handshake, every frame is a Fernet token under the sender's
+ * direction key, carrying a {@linkcode SessionFrame} with a strictly increasing sequence number.
+ *
+ * A replayed, reordered, forged or undecryptable frame closes the session. Keepalive pings keep
+ * an idle connection open and detect a dead one.
+ *
+ * @module
+ */
+
+import { Fernet, InvalidTokenError } from "../crypto/fernet.ts";
+import type { PeerKey } from "../crypto/identity.ts";
+import { ConnectionClosedError, type FramedConn } from "../net/conn.ts";
+import { FrameError } from "../net/frame.ts";
+import { DecodeError } from "./codec.ts";
+import type { HandshakeResult } from "./handshake.ts";
+import {
+  decodeSessionFrame,
+  encodeSessionFrame,
+  FrameType,
+  type SessionFrame,
+} from "./messages.ts";
+
+/** Default interval of keepalive pings on a quiet session. */
+export const DEFAULT_KEEPALIVE_MS = 15_000;
+/** Default time without any frame from the peer after which the session is dead. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 45_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Why a session ended. */
+export type CloseReason =
+  | "closed" // we closed it
+  | "bye" // the peer said goodbye
+  | "eof" // the peer's stream ended without goodbye
+  | "idle" // nothing heard for too long
+  | "protocol" // a bad, replayed or reordered frame
+  | "frame-too-large"
+  | "rate"
+  | "replaced"; // a newer session to the same peer took over
+
+/** Thrown by {@linkcode Session.establish} when the peer never proves its keys. */
+export class SessionError extends Error {
+  /** @param message What went wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SessionError";
+  }
+}
+
+/** A chat message received on a session. */
+export interface IncomingMessage {
+  id: string;
+  text: string;
+  sentAt: number;
+}
+
+/** Callbacks of a running session. */
+export interface SessionHandlers {
+  /**
+   * Called for each burst of messages, in order. The session reads nothing more until the
+   * returned promise settles: this is the back-pressure that bounds memory.
+   */
+  onMessages(messages: IncomingMessage[]): Promise<void> | void;
+  /** Called with the ids the peer acknowledged. */
+  onAck(ids: string[]): void;
+  /** Called once when the session ends. */
+  onClose(reason: CloseReason, detail: string): void;
+}
+
+/** Limits and timers of a session. */
+export interface SessionOptions {
+  /** Send a ping after this long without sending (default 15 s). */
+  keepaliveMs?: number;
+  /** Close after this long without receiving (default 45 s). */
+  idleTimeoutMs?: number;
+  /** Maximum chat messages per second accepted from the peer (default 100,000). */
+  maxMessagesPerSecond?: number;
+}
+
+/**
+ * A Fernet-protected, ordered message channel with one peer.
+ *
+ * @example
+ * ```ts
+ * const session = await Session.establish(conn, await initiateHandshake(conn, id, opts));
+ * session.start({ onMessages: (m) => console.log(m), onAck: () => {}, onClose: () => {} });
+ * await session.sendMessage(newMessageId(), "hello", Date.now());
+ * ```
+ */
+export class Session {
+  #conn: FramedConn;
+  #send: Fernet;
+  #recv: Fernet;
+  #sendSeq = 0;
+  #recvSeq = 0;
+  #sendTail: Promise<void> = Promise.resolve();
+  #handlers: SessionHandlers | null = null;
+  #closed = false;
+  #lastSent = Date.now();
+  #lastReceived = Date.now();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #keepaliveMs: number;
+  #idleTimeoutMs: number;
+  #rate: number;
+  #tokens: number;
+  #tokensAt = Date.now();
+  #done: Promise<void> = Promise.resolve();
+
+  /** The peer's display name from the handshake. */
+  readonly peerName: string;
+  /** The peer's authenticated key. */
+  readonly peerKey: PeerKey;
+  /** The peer's TCP listening port (0 if none). */
+  readonly peerListenPort: number;
+  /** True if we opened the connection. */
+  readonly initiator: boolean;
+  /** Remote address of the connection. */
+  readonly remote: { hostname: string; port: number };
+
+  private constructor(
+    conn: FramedConn,
+    hs: HandshakeResult,
+    send: Fernet,
+    recv: Fernet,
+    opts: SessionOptions,
+  ) {
+    this.#conn = conn;
+    this.#send = send;
+    this.#recv = recv;
+    this.peerName = hs.peerName;
+    this.peerKey = hs.peerKey;
+    this.peerListenPort = hs.peerListenPort;
+    this.initiator = hs.initiator;
+    this.remote = conn.remote;
+    this.#keepaliveMs = opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#rate = opts.maxMessagesPerSecond ?? 100_000;
+    this.#tokens = this.#rate;
+  }
+
+  /**
+   * Turns a finished handshake into a session: each side sends READY as its first encrypted
+   * frame and waits for the peer's, which proves the peer derived the same keys.
+   *
+   * @throws {SessionError} when the peer's READY does not arrive in time or does not decrypt.
+   */
+  static async establish(
+    conn: FramedConn,
+    hs: HandshakeResult,
+    opts: SessionOptions & { readyTimeoutMs?: number } = {},
+  ): Promise<Session> {
+    const session = new Session(
+      conn,
+      hs,
+      await Fernet.create(hs.sendKey),
+      await Fernet.create(hs.recvKey),
+      opts,
+    );
+    await session.#write({ type: FrameType.READY, seq: 0, sentAt: Date.now() });
+    const timer = setTimeout(() => conn.close(), opts.readyTimeoutMs ?? 10_000);
+    try {
+      const payload = await conn.read();
+      if (payload === null) throw new SessionError("peer closed before proving its session keys");
+      const frame = await session.#open(payload);
+      if (frame.type !== FrameType.READY) throw new SessionError("expected READY");
+    } catch (e) {
+      conn.close();
+      if (e instanceof SessionError) throw e;
+      throw new SessionError(`session setup failed: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    return session;
+  }
+
+  /** True once the session has ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The peer's fingerprint. */
+  get peerFingerprint(): string {
+    return this.peerKey.fingerprint;
+  }
+
+  /** Resolves when the read loop has finished after {@linkcode start}. */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  /** Starts the read loop and keepalive timer; `handlers` get everything from now on. */
+  start(handlers: SessionHandlers): void {
+    if (this.#handlers) throw new Error("session already started");
+    this.#handlers = handlers;
+    const tick = Math.max(50, Math.min(this.#keepaliveMs, this.#idleTimeoutMs) / 3);
+    this.#timer = setInterval(() => this.#onTick(), tick);
+    this.#done = this.#readLoop();
+  }
+
+  /**
+   * Sends a chat message. Frames leave in call order.
+   *
+   * @throws {ConnectionClosedError} when the session is closed or the write fails.
+   */
+  sendMessage(id: string, text: string, sentAt: number): Promise<void> {
+    return this.#queue({ type: FrameType.MSG, seq: 0, sentAt, id, text });
+  }
+
+  /**
+   * Acknowledges durably stored messages.
+   *
+   * @throws {ConnectionClosedError} when the session is closed or the write fails.
+   */
+  sendAck(ids: string[]): Promise<void> {
+    return this.#queue({ type: FrameType.ACK, seq: 0, sentAt: Date.now(), ids });
+  }
+
+  /** Says goodbye (best effort) and closes. Idempotent. */
+  async close(reason: CloseReason = "closed", detail = "closed by us"): Promise<void> {
+    if (this.#closed) return;
+    if (reason === "closed" || reason === "replaced") {
+      try {
+        await this.#queue({ type: FrameType.BYE, seq: 0, sentAt: Date.now(), reason: detail });
+      } catch (e) {
+        if (!(e instanceof ConnectionClosedError)) throw e;
+      }
+    }
+    this.#finish(reason, detail);
+  }
+
+  #queue(frame: SessionFrame): Promise<void> {
+    if (this.#closed) return Promise.reject(new ConnectionClosedError("session closed"));
+    // Sequence numbers are taken in call order; encryption may finish out of order, so each
+    // write waits for the one before it.
+    const seq = ++this.#sendSeq;
+    const sealed = this.#send.encrypt(encodeSessionFrame({ ...frame, seq }));
+    const written = Promise.all([sealed, this.#sendTail]).then(([token]) => {
+      this.#lastSent = Date.now();
+      return this.#conn.write(encoder.encode(token));
+    });
+    this.#sendTail = written.then(
+      () => {},
+      () => {},
+    );
+    return written;
+  }
+
+  async #write(frame: SessionFrame): Promise<void> {
+    const token = await this.#send.encrypt(encodeSessionFrame(frame));
+    await this.#conn.write(encoder.encode(token));
+  }
+
+  async #open(payload: Uint8Array): Promise<SessionFrame> {
+    return this.#accept(await this.#decryptOnly(payload));
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        const batch = await this.#conn.readBatch();
+        if (batch === null) {
+          this.#finish("eof", "peer closed the connection");
+          return;
+        }
+        // Decrypt the whole burst concurrently, then check order one by one.
+        const plains = await Promise.allSettled(batch.map((p) => this.#decryptOnly(p)));
+        const messages: IncomingMessage[] = [];
+        for (const result of plains) {
+          if (result.status === "rejected") throw result.reason;
+          const frame = this.#accept(result.value);
+          if (this.#closed) return;
+          switch (frame.type) {
+            case FrameType.MSG:
+              messages.push({ id: frame.id, text: frame.text, sentAt: frame.sentAt });
+              break;
+            case FrameType.ACK:
+              this.#handlers!.onAck(frame.ids);
+              break;
+            case FrameType.PING:
+              this.#queue({ type: FrameType.PONG, seq: 0, sentAt: Date.now() }).catch((e) =>
+                this.#onSendError(e)
+              );
+              break;
+            case FrameType.PONG:
+              break;
+            case FrameType.BYE:
+              if (messages.length) await this.#handlers!.onMessages(messages);
+              this.#finish("bye", frame.reason || "peer said goodbye");
+              return;
+            case FrameType.READY:
+              throw new DecodeError("READY after setup");
+          }
+        }
+        if (messages.length) {
+          await this.#throttle(messages.length);
+          await this.#handlers!.onMessages(messages);
+        }
+      }
+    } catch (e) {
+      if (e instanceof FrameError) this.#finish("frame-too-large", e.message);
+      else if (e instanceof InvalidTokenError || e instanceof DecodeError) {
+        this.#finish("protocol", `rejected frame: ${e.message}`);
+      } else if (e instanceof ConnectionClosedError) this.#finish("eof", e.message);
+      else {
+        // Not the peer's fault (e.g. a store error in a handler): contain it to this session.
+        this.#finish("protocol", `session failed: ${(e as Error).stack ?? e}`);
+      }
+    }
+  }
+
+  async #decryptOnly(payload: Uint8Array): Promise<Uint8Array> {
+    // No TTL: order and freshness come from sequence numbers under per-session keys, not from
+    // clocks, so LAN peers with skewed clocks still talk.
+    return await this.#recv.decrypt(decoder.decode(payload));
+  }
+
+  #accept(plain: Uint8Array): SessionFrame {
+    const frame = decodeSessionFrame(plain);
+    if (frame.seq !== this.#recvSeq) {
+      throw new DecodeError(
+        `sequence ${frame.seq}, expected ${this.#recvSeq}: replayed or reordered frame`,
+      );
+    }
+    this.#recvSeq++;
+    this.#lastReceived = Date.now();
+    return frame;
+  }
+
+  async #throttle(count: number): Promise<void> {
+    const now = Date.now();
+    this.#tokens = Math.min(this.#rate, this.#tokens + (now - this.#tokensAt) * this.#rate / 1000);
+    this.#tokensAt = now;
+    this.#tokens -= count;
+    if (this.#tokens < 0) {
+      const waitMs = Math.ceil(-this.#tokens * 1000 / this.#rate);
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+
+  #onTick(): void {
+    const now = Date.now();
+    if (now - this.#lastReceived > this.#idleTimeoutMs) {
+      this.#finish("idle", `nothing heard for ${Math.round((now - this.#lastReceived) / 1000)} s`);
+      return;
+    }
+    if (now - this.#lastSent >= this.#keepaliveMs) {
+      this.#queue({ type: FrameType.PING, seq: 0, sentAt: now }).catch((e) => this.#onSendError(e));
+    }
+  }
+
+  #onSendError(e: unknown): void {
+    // A failed background write (ping, pong) means the connection is gone.
+    this.#finish("eof", `write failed: ${(e as Error).message ?? e}`);
+  }
+
+  #finish(reason: CloseReason, detail: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#conn.close();
+    this.#handlers?.onClose(reason, detail);
+  }
+}

@@ -1,0 +1,180 @@
+import assert from "node:assert/strict";
+import { type Identity, openIdentity } from "../../lib/crypto/identity.ts";
+import { FramedConn } from "../../lib/net/conn.ts";
+import { initiateHandshake, respondHandshake } from "../../lib/protocol/handshake.ts";
+import { newMessageId } from "../../lib/protocol/messages.ts";
+import {
+  type CloseReason,
+  type IncomingMessage,
+  Session,
+  type SessionOptions,
+} from "../../lib/protocol/session.ts";
+import { type FrameHook, startProxy } from "../_helpers/proxy.ts";
+
+const dirs: string[] = [];
+async function identity(): Promise<Identity> {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-session-" });
+  dirs.push(dir);
+  return (await openIdentity(dir)).identity;
+}
+const [alice, bob] = await Promise.all([identity(), identity()]);
+globalThis.addEventListener("unload", () => {
+  for (const d of dirs) Deno.removeSync(d, { recursive: true });
+});
+
+interface Side {
+  session: Session;
+  messages: IncomingMessage[];
+  acks: string[];
+  closed: Promise<{ reason: CloseReason; detail: string }>;
+}
+
+function attach(session: Session): Side {
+  const side = { session, messages: [], acks: [] } as unknown as Side;
+  side.closed = new Promise((resolve) => {
+    session.start({
+      onMessages: async (ms) => {
+        side.messages.push(...ms);
+        await session.sendAck(ms.map((m) => m.id)).catch(() => {});
+      },
+      onAck: (ids) => side.acks.push(...ids),
+      onClose: (reason, detail) => resolve({ reason, detail }),
+    });
+  });
+  return side;
+}
+
+/** Alice dials Bob (through a frame proxy when `hook` is given); returns both running sides. */
+async function pair(hook?: FrameHook, opts: SessionOptions = {}) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const proxy = hook ? startProxy({ hostname: "127.0.0.1", port }, hook) : null;
+  const accepted = listener.accept();
+  const client = new FramedConn(
+    await Deno.connect({ hostname: "127.0.0.1", port: proxy?.port ?? port }),
+  );
+  const server = new FramedConn(await accepted);
+  listener.close();
+  const [hi, hr] = await Promise.all([
+    initiateHandshake(client, alice, { name: "Alice", listenPort: 1 }),
+    respondHandshake(server, bob, { name: "Bob", listenPort: 2 }),
+  ]);
+  const [si, sr] = await Promise.all([
+    Session.establish(client, hi, opts),
+    Session.establish(server, hr, opts),
+  ]);
+  const a = attach(si);
+  const b = attach(sr);
+  const cleanup = async () => {
+    await a.session.close();
+    await b.session.close();
+    await Promise.all([a.session.done, b.session.done]);
+    await proxy?.close();
+  };
+  return { a, b, cleanup };
+}
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+Deno.test("session: messages flow both ways in order, and are acknowledged", async () => {
+  const { a, b, cleanup } = await pair();
+  try {
+    const sent: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      const id = newMessageId();
+      sent.push(id);
+      a.session.sendMessage(id, `message ${i}`, Date.now());
+    }
+    await b.session.sendMessage(newMessageId(), "hello Alice", 42);
+    await until(() => b.messages.length === 200 && a.acks.length === 200, "200 messages + acks");
+    assert.deepEqual(b.messages.map((m) => m.id), sent);
+    assert.deepEqual(a.acks, sent);
+    assert.equal(b.messages[7].text, "message 7");
+    await until(() => a.messages.length === 1, "Bob's message");
+    assert.deepEqual(a.messages[0].text, "hello Alice");
+    assert.equal(a.messages[0].sentAt, 42);
+    assert.equal(a.session.peerName, "Bob");
+    assert.equal(b.session.peerFingerprint, alice.fingerprint);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("session: a graceful close reaches the peer as bye", async () => {
+  const { a, b, cleanup } = await pair();
+  await a.session.close("closed", "see you");
+  const { reason, detail } = await b.closed;
+  assert.equal(reason, "bye");
+  assert.equal(detail, "see you");
+  await cleanup();
+});
+
+for (
+  const [name, hook] of [
+    ["a replayed frame", (d, i, f) => d === "c->s" && i === 5 ? [f, f] : [f]],
+    [
+      "reordered frames",
+      (() => {
+        let held: Uint8Array | null = null;
+        return (d: string, i: number, f: Uint8Array) => {
+          if (d !== "c->s") return [f];
+          if (i === 5) {
+            held = f;
+            return [];
+          }
+          if (i === 6) return [f, held!];
+          return [f];
+        };
+      })(),
+    ],
+    ["a dropped frame", (d, i, f) => d === "c->s" && i === 5 ? [] : [f]],
+    [
+      "a tampered token",
+      (d, i, f) => {
+        if (d === "c->s" && i === 5) f[f.length - 3] = f[f.length - 3] === 65 ? 66 : 65;
+        return [f];
+      },
+    ],
+    ["random bytes", (d, i, f) => d === "c->s" && i === 5 ? [crypto.getRandomValues(f)] : [f]],
+  ] as [string, FrameHook][]
+) {
+  Deno.test(`session: ${name} closes the session as a protocol violation`, async () => {
+    // Frames c->s: 0 HELLO, 1 AUTH, 2 READY, then messages from 3 on.
+    const { a, b, cleanup } = await pair(hook);
+    try {
+      for (let i = 0; i < 6; i++) {
+        a.session.sendMessage(newMessageId(), `m${i}`, Date.now()).catch(() => {});
+      }
+      const closed = await b.closed;
+      assert.equal(closed.reason, "protocol", closed.detail);
+      assert.ok(b.messages.length <= 2, "nothing after the bad frame is accepted");
+      for (const m of b.messages) assert.match(m.text, /^m[01]$/);
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
+Deno.test("session: a peer that goes silent is closed as idle; pings keep a quiet one open", async () => {
+  let silence = false;
+  const { a, b, cleanup } = await pair(
+    (d, _i, f) => (silence && d === "s->c" ? [] : [f]),
+    { keepaliveMs: 60, idleTimeoutMs: 300 },
+  );
+  try {
+    // Quiet but alive: pings and pongs keep both open well past the idle timeout.
+    await new Promise((r) => setTimeout(r, 700));
+    assert.ok(!a.session.closed && !b.session.closed);
+    silence = true;
+    const closed = await a.closed;
+    assert.equal(closed.reason, "idle");
+  } finally {
+    await cleanup();
+  }
+});
