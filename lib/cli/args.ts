@@ -1,0 +1,232 @@
+/**
+ * Command-line arguments: parsing, validation and the help text. Pure code apart from reading
+ * the environment for the default data directory.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { isValidName } from "../protocol/handshake.ts";
+
+/** The program's version. */
+export const VERSION = "0.1.0";
+
+/** Default TCP port, as in the original design's examples. */
+export const DEFAULT_PORT = 5000;
+/** Default UDP discovery port (the original program's). */
+export const DEFAULT_DISCOVERY_PORT = 54545;
+
+/** A bad command line: printed as one line, exit status 2. */
+export class UsageError extends Error {
+  /** @param message What is wrong, for the user. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Options of a chat peer. */
+export interface PeerOptions {
+  command: "peer";
+  name: string;
+  port: number;
+  dataDir: string;
+  discoveryPort: number;
+  /** Explicit announcement targets; null means every interface's broadcast address. */
+  broadcast: string[] | null;
+  intervalMs: number;
+  discovery: boolean;
+  passphraseFile: string | null;
+  headless: boolean;
+  verbose: boolean;
+}
+
+/** Options of `p2pchat history`. */
+export interface HistoryOptions {
+  command: "history";
+  name: string;
+  dataDir: string;
+  peer: string | null;
+  limit: number;
+  json: boolean;
+  passphraseFile: string | null;
+}
+
+/** What the command line asks for. */
+export type Invocation =
+  | PeerOptions
+  | HistoryOptions
+  | { command: "help" }
+  | { command: "version" };
+
+/**
+ * Parses the command line.
+ *
+ * @throws {UsageError} for an unknown option, a missing name or a bad value.
+ * @example
+ * ```ts
+ * parseCommandLine(["--name", "Alice", "--port", "5000"], {});
+ * ```
+ */
+export function parseCommandLine(
+  args: string[],
+  env: { HOME?: string; XDG_DATA_HOME?: string },
+): Invocation {
+  let parsed;
+  const sub = args[0] === "history" ? "history" : "peer";
+  try {
+    parsed = parseArgs({
+      args: sub === "history" ? args.slice(1) : args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        name: { type: "string", short: "n" },
+        port: { type: "string", short: "p" },
+        "data-dir": { type: "string", short: "d" },
+        "discovery-port": { type: "string" },
+        broadcast: { type: "string" },
+        interval: { type: "string" },
+        "no-discovery": { type: "boolean" },
+        "passphrase-file": { type: "string" },
+        headless: { type: "boolean" },
+        verbose: { type: "boolean", short: "v" },
+        peer: { type: "string" },
+        limit: { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(
+      (e as Error).message.replace(/\. To specify a positional.*$/s, "").split("\n")[0],
+    );
+  }
+  const v = parsed.values;
+  if (v.help) return { command: "help" };
+  if (v.version) return { command: "version" };
+  if (v.name === undefined) throw new UsageError("--name is required (for example --name Alice)");
+  if (!isValidName(v.name)) {
+    throw new UsageError(
+      `invalid --name "${v.name}": use 1-32 letters, digits, "_", "-" or "." (no spaces)`,
+    );
+  }
+  const dataDir = v["data-dir"] ?? defaultDataDir(v.name, env);
+  if (sub === "history") {
+    for (const k of ["port", "discovery-port", "broadcast", "interval", "headless"] as const) {
+      if (v[k] !== undefined) throw new UsageError(`--${k} does not apply to "history"`);
+    }
+    return {
+      command: "history",
+      name: v.name,
+      dataDir,
+      peer: v.peer ?? null,
+      limit: v.limit === undefined ? 50 : integer("--limit", v.limit, 1, 1_000_000),
+      json: v.json ?? false,
+      passphraseFile: v["passphrase-file"] ?? null,
+    };
+  }
+  for (const k of ["peer", "limit", "json"] as const) {
+    if (v[k] !== undefined) throw new UsageError(`--${k} only applies to "p2pchat history"`);
+  }
+  const interval = v.interval === undefined ? 5 : Number(v.interval);
+  if (!Number.isFinite(interval) || interval < 0.05 || interval > 3600) {
+    throw new UsageError(`--interval must be a number of seconds from 0.05 to 3600`);
+  }
+  let broadcast: string[] | null = null;
+  if (v.broadcast !== undefined) {
+    broadcast = v.broadcast.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    for (const addr of broadcast) {
+      if (!isIPv4(addr)) throw new UsageError(`--broadcast: "${addr}" is not an IPv4 address`);
+    }
+    if (broadcast.length === 0) throw new UsageError("--broadcast needs at least one address");
+  }
+  return {
+    command: "peer",
+    name: v.name,
+    port: v.port === undefined ? DEFAULT_PORT : integer("--port", v.port, 0, 65535),
+    dataDir,
+    discoveryPort: v["discovery-port"] === undefined
+      ? DEFAULT_DISCOVERY_PORT
+      : integer("--discovery-port", v["discovery-port"], 1, 65535),
+    broadcast,
+    intervalMs: Math.round(interval * 1000),
+    discovery: !v["no-discovery"],
+    passphraseFile: v["passphrase-file"] ?? null,
+    headless: v.headless ?? false,
+    verbose: v.verbose ?? false,
+  };
+}
+
+/**
+ * The default data directory: `$XDG_DATA_HOME/p2pchat/NAME`, else
+ * `$HOME/.local/share/p2pchat/NAME`, else `./p2pchat-data/NAME`. One directory per name, so two
+ * names on one machine never share keys or history.
+ *
+ * @example
+ * ```ts
+ * defaultDataDir("Alice", { HOME: "/home/a" }); // "/home/a/.local/share/p2pchat/Alice"
+ * ```
+ */
+export function defaultDataDir(
+  name: string,
+  env: { HOME?: string; XDG_DATA_HOME?: string },
+): string {
+  if (env.XDG_DATA_HOME) return `${env.XDG_DATA_HOME}/p2pchat/${name}`;
+  if (env.HOME) return `${env.HOME}/.local/share/p2pchat/${name}`;
+  return `p2pchat-data/${name}`;
+}
+
+function integer(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not "${value}"`);
+  }
+  return n;
+}
+
+function isIPv4(s: string): boolean {
+  const parts = s.split(".");
+  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
+}
+
+/** The `--help` text. */
+export function helpText(permissions: string): string {
+  return `p2pchat ${VERSION}: end-to-end encrypted chat on your local network, no server needed.
+
+Usage:
+  p2pchat --name NAME [--port N] [options]        start a peer (interactive menu)
+  p2pchat --name NAME --headless [options]        start a peer speaking JSON lines on stdin/stdout
+  p2pchat history --name NAME [--peer P] [--limit N] [--json]
+                                                  print stored history; no network activity
+
+Options:
+  -n, --name NAME            your display name (required): letters, digits, _ - . (max 32)
+  -p, --port N               TCP port to listen on (default ${DEFAULT_PORT}; 0 = any free port)
+  -d, --data-dir DIR         identity, peers.json and chat_history.db (default below)
+      --discovery-port N     UDP port for LAN announcements (default ${DEFAULT_DISCOVERY_PORT})
+      --broadcast A[,A]      announce only to these addresses (default: the broadcast address
+                             of every up, non-loopback IPv4 interface)
+      --interval S           seconds between announcements (default 5; fractions allowed)
+      --no-discovery         no UDP at all; reach peers with "connect" (menu 4) only
+      --passphrase-file F    read the passphrase that protects your keys from F
+      --headless             machine interface (see README, "Headless mode")
+  -v, --verbose              log connections and discovery details to stderr
+  -h, --help                 this text
+  -V, --version              the version
+
+Data directory (default):
+  $XDG_DATA_HOME/p2pchat/NAME, else ~/.local/share/p2pchat/NAME
+
+Permissions this program runs with:
+  ${permissions}
+
+Examples:
+  p2pchat --name Alice --port 5000
+  p2pchat --name Bob --port 5001 --data-dir ./bob
+  p2pchat history --name Alice --peer Bob --limit 20
+
+Exit status: 0 ok, 1 runtime error (port in use, unusable data directory, wrong
+passphrase, missing permission), 2 bad command line.
+`;
+}

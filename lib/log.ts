@@ -1,0 +1,70 @@
+/**
+ * A minimal leveled logger writing one line per entry to stderr (stdout belongs to the UI or
+ * the headless JSON stream).
+ *
+ * @module
+ */
+
+/** Severity levels, most severe first. */
+export type LogLevel = "error" | "warn" | "info" | "debug";
+
+const ORDER: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+
+/** Where log lines go; replaceable so the terminal UI can print them above its prompt. */
+export type LogSink = (level: LogLevel, line: string) => void;
+
+/**
+ * A logger with a level threshold.
+ *
+ * @example
+ * ```ts
+ * const log = new Logger({ level: "info" });
+ * log.warn("no broadcast route");
+ * ```
+ */
+export class Logger {
+  #level: number;
+  #sink: LogSink;
+
+  /** @param opts `level` (default "warn"), `sink` (default: stderr). */
+  constructor(opts: { level?: LogLevel; sink?: LogSink } = {}) {
+    this.#level = ORDER[opts.level ?? "warn"];
+    this.#sink = opts.sink ?? writeStderr;
+  }
+
+  /** Sends future lines to `sink`. */
+  setSink(sink: LogSink): void {
+    this.#sink = sink;
+  }
+
+  /** Logs at `level` if the threshold lets it through. */
+  log(level: LogLevel, message: string): void {
+    if (ORDER[level] <= this.#level) this.#sink(level, message);
+  }
+
+  /** Logs an error. */
+  error(message: string): void {
+    this.log("error", message);
+  }
+
+  /** Logs a warning. */
+  warn(message: string): void {
+    this.log("warn", message);
+  }
+
+  /** Logs information. */
+  info(message: string): void {
+    this.log("info", message);
+  }
+
+  /** Logs detail for debugging. */
+  debug(message: string): void {
+    this.log("debug", message);
+  }
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(level: LogLevel, line: string): void {
+  Deno.stderr.writeSync(encoder.encode(`p2pchat: ${level}: ${line}\n`));
+}

@@ -1,0 +1,906 @@
+/**
+ * The running peer: TCP server and dialer, secure sessions, trust on first use, the outbox and
+ * delivery acknowledgements, discovery wiring, and the events the UIs show.
+ *
+ * @module
+ */
+
+import { formatFingerprint, type Identity } from "../crypto/identity.ts";
+import type { Logger } from "../log.ts";
+import { FramedConn } from "../net/conn.ts";
+import type { Discovery, HeardPeer } from "../net/discovery.ts";
+import {
+  HandshakeError,
+  type HandshakeResult,
+  initiateHandshake,
+  respondHandshake,
+} from "../protocol/handshake.ts";
+import { MAX_TEXT_BYTES, newMessageId } from "../protocol/messages.ts";
+import { type CloseReason, Session, SessionError } from "../protocol/session.ts";
+import type { HistoryStore, StoredMessage } from "../store/history.ts";
+import type { PeerBook, PeerRecord } from "../store/peers.ts";
+import type { HistoryEntry, NodeEvent, PeerInfo, WithoutTs } from "./events.ts";
+
+/** Limits that keep a hostile peer from costing more than a closed connection. */
+export interface NodeLimits {
+  /** Open TCP connections in all (default 512). */
+  maxConnections: number;
+  /** Connections not yet authenticated, per remote address (default 32). */
+  maxPendingPerAddress: number;
+  /** Time for a whole handshake (default 10 s). */
+  handshakeTimeoutMs: number;
+  /** Largest frame after authentication (default 1 MiB). */
+  maxFrameSize: number;
+  /** Largest frame before authentication (default 8 KiB). */
+  maxHandshakeFrameSize: number;
+  /** Ping a quiet session after this long (default 15 s). */
+  keepaliveMs: number;
+  /** Close a session that has been silent this long (default 45 s). */
+  idleTimeoutMs: number;
+  /** Chat messages per second accepted from one peer (default 100,000). */
+  maxMessagesPerSecond: number;
+  /** Time to open a TCP connection (default 5 s). */
+  connectTimeoutMs: number;
+}
+
+/** Default {@linkcode NodeLimits}. */
+export const DEFAULT_LIMITS: NodeLimits = {
+  maxConnections: 512,
+  maxPendingPerAddress: 32,
+  handshakeTimeoutMs: 10_000,
+  maxFrameSize: 1 << 20,
+  maxHandshakeFrameSize: 8 * 1024,
+  keepaliveMs: 15_000,
+  idleTimeoutMs: 45_000,
+  maxMessagesPerSecond: 100_000,
+  connectTimeoutMs: 5_000,
+};
+
+/** A command could not be carried out; the message is meant for the user. */
+export class NodeError extends Error {
+  /** @param message A one-line explanation for the user. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NodeError";
+  }
+}
+
+/** What {@linkcode ChatNode} is built from. */
+export interface ChatNodeOptions {
+  name: string;
+  identity: Identity;
+  history: HistoryStore;
+  peers: PeerBook;
+  listener: Deno.TcpListener;
+  dataDir: string;
+  log: Logger;
+  /** Creates the discovery service once the node knows its port; omitted with --no-discovery. */
+  discovery?: (hooks: DiscoveryHooks) => Discovery;
+  limits?: Partial<NodeLimits>;
+}
+
+/** Callbacks the node gives to its discovery service. */
+export interface DiscoveryHooks {
+  onPeerUp(p: HeardPeer): void;
+  onPeerSeen(p: HeardPeer): void;
+  onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void;
+}
+
+interface OutMessage {
+  id: string;
+  peer: string;
+  text: string;
+  sentAt: number;
+  state: "queued" | "sent";
+  /** The session this message was last written to (null: not on the current one). */
+  sentOn: Session | null;
+}
+
+interface PendingKey {
+  name: string;
+  fingerprint: string;
+  spki: Uint8Array;
+  host: string | null;
+  port: number | null;
+}
+
+/**
+ * One p2pchat peer.
+ *
+ * @example
+ * ```ts
+ * const node = new ChatNode({ name, identity, history, peers, listener, dataDir, log });
+ * node.subscribe((event) => console.log(event));
+ * await node.start();
+ * await node.send("Bob", "hello");
+ * await node.close();
+ * ```
+ */
+export class ChatNode {
+  #opts: ChatNodeOptions;
+  #limits: NodeLimits;
+  #log: Logger;
+  #listeners = new Set<(e: NodeEvent) => void>();
+  #sessions = new Map<string, { session: Session; since: number }>();
+  #dialing = new Map<string, Promise<Session | null>>();
+  #pending = new Set<FramedConn>();
+  #pendingByAddress = new Map<string, number>();
+  #connections = 0;
+  #outbox = new Map<string, Map<string, OutMessage>>();
+  #pendingKeys = new Map<string, PendingKey>();
+  #heard = new Map<string, HeardPeer>();
+  #retryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>; delay: number }>();
+  #discovery: Discovery | null = null;
+  #acceptLoop: Promise<void> = Promise.resolve();
+  #tasks = new Set<Promise<unknown>>();
+  #closing = false;
+
+  /** Our display name. */
+  readonly name: string;
+  /** Our TCP port. */
+  readonly port: number;
+
+  /** @param opts Everything the node runs on; it takes ownership of listener and stores. */
+  constructor(opts: ChatNodeOptions) {
+    this.#opts = opts;
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#log = opts.log;
+    this.name = opts.name;
+    this.port = (opts.listener.addr as Deno.NetAddr).port;
+  }
+
+  /** Our fingerprint. */
+  get fingerprint(): string {
+    return this.#opts.identity.fingerprint;
+  }
+
+  /** Registers a listener for every event; returns a function that removes it. */
+  subscribe(listener: (e: NodeEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Starts serving, loads the outbox, starts discovery, and emits `ready`. */
+  async start(): Promise<void> {
+    for (const peer of this.#opts.history.outboxPeers()) {
+      const box = this.#box(peer);
+      for (const m of await this.#opts.history.outbox(peer)) {
+        box.set(m.id, { ...m, state: m.state === "queued" ? "queued" : "sent", sentOn: null });
+      }
+    }
+    this.#acceptLoop = this.#accept();
+    if (this.#opts.discovery) {
+      this.#discovery = this.#opts.discovery({
+        onPeerUp: (p) => this.#onHeard(p, true),
+        onPeerSeen: (p) => this.#onHeard(p, false),
+        onPeerDown: (p, reason) => this.#onPeerDown(p, reason),
+      });
+      await this.#discovery.start();
+    }
+    this.#emit({
+      type: "ready",
+      name: this.name,
+      port: this.port,
+      fingerprint: this.fingerprint,
+      dataDir: this.#opts.dataDir,
+    });
+    for (const peer of this.#outbox.keys()) this.#kick(peer);
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  /**
+   * Connects to `host:port` and authenticates the peer there.
+   *
+   * @throws {NodeError} when the address is bad, the connection fails, or the peer is refused.
+   */
+  async connect(address: string): Promise<{ name: string; fingerprint: string }> {
+    const { host, port } = parseAddress(address);
+    const { session, fresh } = await this.#dial(host, port);
+    if (!fresh) {
+      // Already connected to that peer: the existing session stays; say so all the same.
+      this.#emit({
+        type: "connected",
+        name: session.peerName,
+        fingerprint: session.peerFingerprint,
+      });
+    }
+    return { name: session.peerName, fingerprint: session.peerFingerprint };
+  }
+
+  /**
+   * Sends `text` to the peer named by `query` (a name, or a fingerprint prefix of 8+ hex digits).
+   * Emits `sent` when it left for a connected peer, or `queued` when the peer is unreachable;
+   * `delivered` follows once the peer has stored it.
+   *
+   * @throws {NodeError} for an unknown or ambiguous peer, or an over-long message.
+   */
+  async send(query: string, text: string): Promise<string> {
+    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+      throw new NodeError(`message too long (limit ${MAX_TEXT_BYTES} bytes)`);
+    }
+    if (text.length === 0) throw new NodeError("empty message");
+    const record = this.resolvePeer(query);
+    const fp = record.fingerprint;
+    const msg: OutMessage = {
+      id: newMessageId(),
+      peer: fp,
+      text,
+      sentAt: Date.now(),
+      state: "queued",
+      sentOn: null,
+    };
+    const held = this.#heldByKeyChange(record);
+    const live = this.#sessions.get(fp)?.session;
+    const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
+    if (live && !live.closed && !held) {
+      // Fast path: store and transmit at once; `sent` once both are done.
+      msg.state = "sent";
+      msg.sentOn = live;
+      this.#box(fp).set(msg.id, msg);
+      const stored = this.#opts.history.recordOutgoing(row, "sent");
+      const written = live.sendMessage(msg.id, text, msg.sentAt).then(() => true, () => false);
+      await stored;
+      if (await written) {
+        this.#emit({ type: "sent", id: msg.id, to: record.name, fingerprint: fp });
+      } else {
+        // The session died under us: the message waits in the outbox for the next one.
+        if (msg.sentOn === live) msg.sentOn = null;
+        this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
+        this.#kick(fp);
+      }
+      return msg.id;
+    }
+    // Slow path: durable in the outbox first, then try to reach the peer; #flush reports `sent`.
+    await this.#opts.history.recordOutgoing(row, "queued");
+    this.#box(fp).set(msg.id, msg);
+    if (!held && (await this.#ensureSession(fp)) !== null) {
+      this.#flush(fp);
+      return msg.id;
+    }
+    this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
+    if (!held) this.#scheduleRetry(fp);
+    return msg.id;
+  }
+
+  /**
+   * Accepts `fingerprint` as the key of `name` after a key change (or pins it anew).
+   *
+   * @throws {NodeError} when no such key is known for that name.
+   */
+  async trust(name: string, fingerprint: string): Promise<PeerRecord> {
+    const fp = fingerprint.toLowerCase().replaceAll(/[\s:]/g, "");
+    const pending = this.#pendingKeys.get(name);
+    let record: PeerRecord | undefined;
+    if (pending && pending.fingerprint === fp) {
+      record = this.#opts.peers.upsert({
+        fingerprint: fp,
+        name,
+        spki: toBase64(pending.spki),
+        host: pending.host,
+        port: pending.port,
+        lastSeen: Date.now(),
+        retired: false,
+      });
+      this.#pendingKeys.delete(name);
+    } else {
+      const known = this.#opts.peers.get(fp);
+      if (!known) throw new NodeError(`no key ${fp.slice(0, 16)}… is known for ${name}`);
+      record = this.#opts.peers.upsert({ fingerprint: fp, name, retired: false });
+    }
+    // Retire every other key that held this name; messages held for it go to the new key.
+    for (const old of this.#opts.peers.byName(name)) {
+      if (old.fingerprint === fp || old.retired) continue;
+      this.#opts.peers.upsert({ fingerprint: old.fingerprint, retired: true });
+      await this.#moveOutbox(old.fingerprint, fp, name);
+    }
+    this.#emit({ type: "trusted", name, fingerprint: fp });
+    this.#log.warn(`now trusting ${name} as ${formatFingerprint(fp)}`);
+    this.#kick(fp);
+    return record;
+  }
+
+  /** Every known peer, for `/peers`. */
+  peers(): PeerInfo[] {
+    const out: PeerInfo[] = [];
+    for (const r of this.#opts.peers.all()) {
+      if (r.retired) continue;
+      const connected = this.#sessions.has(r.fingerprint);
+      const heard = this.#heard.get(r.fingerprint);
+      out.push({
+        name: r.name,
+        fingerprint: r.fingerprint,
+        host: r.host,
+        port: r.port,
+        active: connected || heard !== undefined,
+        connected,
+        lastSeen: Math.max(r.lastSeen, heard?.lastSeen ?? 0),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * The last `limit` messages with the peer named by `query`, oldest first.
+   *
+   * @throws {NodeError} for an unknown or ambiguous peer.
+   */
+  async history(query: string, limit = 50): Promise<{ peer: string; messages: HistoryEntry[] }> {
+    const record = this.resolvePeer(query);
+    const rows = await this.#opts.history.history(record.fingerprint, { limit });
+    return {
+      peer: record.name,
+      messages: rows.map((m: StoredMessage) => ({
+        id: m.id,
+        direction: m.direction,
+        text: m.text,
+        sentAt: m.sentAt,
+        state: m.state,
+      })),
+    };
+  }
+
+  /**
+   * Finds a peer by name (exact, then case-insensitive) or by a fingerprint prefix of 8+ hex digits.
+   *
+   * @throws {NodeError} when nothing or more than one peer matches.
+   */
+  resolvePeer(query: string): PeerRecord {
+    const all = this.#opts.peers.all().filter((r) => !r.retired);
+    const q = query.trim();
+    let matches = all.filter((r) => r.name === q);
+    if (matches.length === 0) {
+      matches = all.filter((r) => r.name.toLowerCase() === q.toLowerCase());
+    }
+    const hex = q.toLowerCase().replaceAll(/[\s:]/g, "");
+    if (matches.length === 0 && /^[0-9a-f]{8,64}$/.test(hex)) {
+      matches = all.filter((r) => r.fingerprint.startsWith(hex));
+    }
+    if (matches.length === 1) return matches[0];
+    if (matches.length === 0) {
+      throw new NodeError(`unknown peer "${query}" (see /peers, or /connect HOST:PORT first)`);
+    }
+    throw new NodeError(
+      `"${query}" matches ${matches.length} peers; use a fingerprint prefix: ` +
+        matches.map((m) => m.fingerprint.slice(0, 8)).join(", "),
+    );
+  }
+
+  /** Sends goodbyes, closes every connection and the stores. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const { timer } of this.#retryTimers.values()) clearTimeout(timer);
+    this.#retryTimers.clear();
+    try {
+      this.#opts.listener.close();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) throw e;
+    }
+    const stops: Promise<unknown>[] = [];
+    if (this.#discovery) stops.push(this.#discovery.stop());
+    for (const { session } of this.#sessions.values()) stops.push(session.close("closed", "bye"));
+    for (const conn of this.#pending) conn.close();
+    await Promise.allSettled(stops);
+    await this.#acceptLoop;
+    await Promise.allSettled([...this.#tasks]);
+    await Promise.allSettled([...this.#sessions.values()].map((s) => s.session.done));
+    await this.#opts.history.close();
+    await this.#opts.peers.close();
+  }
+
+  // ---------------------------------------------------------------- connections
+
+  async #accept(): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#opts.listener.accept();
+      } catch (e) {
+        if (this.#closing) return;
+        if (e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) return;
+        // EMFILE and friends: log, pause briefly, keep serving.
+        this.#log.warn(`accept failed: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      this.#track(this.#serveInbound(conn));
+    }
+  }
+
+  async #serveInbound(raw: Deno.TcpConn): Promise<void> {
+    const host = (raw.remoteAddr as Deno.NetAddr).hostname;
+    const perAddress = this.#pendingByAddress.get(host) ?? 0;
+    if (this.#closing || this.#connections >= this.#limits.maxConnections) {
+      this.#log.info(`refused a connection from ${host}: connection limit reached`);
+      raw.close();
+      return;
+    }
+    if (perAddress >= this.#limits.maxPendingPerAddress) {
+      this.#log.info(`refused a connection from ${host}: too many unauthenticated connections`);
+      raw.close();
+      return;
+    }
+    this.#connections++;
+    this.#pendingByAddress.set(host, perAddress + 1);
+    const conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
+    this.#pending.add(conn);
+    let hs: HandshakeResult | null = null;
+    try {
+      hs = await respondHandshake(conn, this.#opts.identity, {
+        name: this.name,
+        listenPort: this.port,
+        timeoutMs: this.#limits.handshakeTimeoutMs,
+      });
+    } catch (e) {
+      this.#log.info(`handshake with ${host} failed: ${describe(e)}`);
+    } finally {
+      this.#pending.delete(conn);
+      const n = (this.#pendingByAddress.get(host) ?? 1) - 1;
+      if (n <= 0) this.#pendingByAddress.delete(host);
+      else this.#pendingByAddress.set(host, n);
+    }
+    if (hs === null) {
+      conn.close();
+      this.#connections--;
+      return;
+    }
+    try {
+      await this.#admit(conn, hs);
+    } catch (e) {
+      this.#log.info(`session with ${host} refused: ${describe(e)}`);
+      conn.close();
+      this.#connections--;
+    }
+  }
+
+  /** Dials `host:port`, runs the handshake and registers the session. */
+  async #dial(
+    host: string,
+    port: number,
+    expect?: string,
+  ): Promise<{ session: Session; fresh: boolean }> {
+    if (this.#closing) throw new NodeError("shutting down");
+    if (this.#connections >= this.#limits.maxConnections) {
+      throw new NodeError("too many open connections");
+    }
+    this.#connections++;
+    let conn: FramedConn | null = null;
+    try {
+      const raw = await connectWithTimeout(host, port, this.#limits.connectTimeoutMs);
+      conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
+      this.#pending.add(conn);
+      let hs: HandshakeResult;
+      try {
+        hs = await initiateHandshake(conn, this.#opts.identity, {
+          name: this.name,
+          listenPort: this.port,
+          timeoutMs: this.#limits.handshakeTimeoutMs,
+        });
+      } finally {
+        this.#pending.delete(conn);
+      }
+      if (expect && hs.peerKey.fingerprint !== expect) {
+        throw new NodeError(
+          `${host}:${port} is now ${hs.peerName} (${hs.peerKey.fingerprint.slice(0, 16)}…), ` +
+            `not the peer expected there`,
+        );
+      }
+      return await this.#admit(conn, hs, { host, port });
+    } catch (e) {
+      conn?.close();
+      this.#connections--;
+      if (e instanceof NodeError) throw e;
+      throw new NodeError(`cannot connect to ${host}:${port}: ${describe(e)}`);
+    }
+  }
+
+  /**
+   * Checks the authenticated peer against the pinned keys, proves the session keys, and makes
+   * the session the peer's current one.
+   */
+  async #admit(
+    conn: FramedConn,
+    hs: HandshakeResult,
+    dialed?: { host: string; port: number },
+  ): Promise<{ session: Session; fresh: boolean }> {
+    const fp = hs.peerKey.fingerprint;
+    const host = dialed?.host ?? conn.remote.hostname;
+    const port = dialed?.port ?? (hs.peerListenPort || null);
+    if (!this.#checkTrust(hs.peerName, fp, hs.peerKey.spki, host, port)) {
+      throw new NodeError(
+        `${hs.peerName} presented a new key ${formatFingerprint(fp)}; ` +
+          `nothing is exchanged until you trust it (/trust ${hs.peerName} ${fp})`,
+      );
+    }
+    conn.setMaxFrameSize(this.#limits.maxFrameSize);
+    let session: Session;
+    try {
+      session = await Session.establish(conn, hs, {
+        keepaliveMs: this.#limits.keepaliveMs,
+        idleTimeoutMs: this.#limits.idleTimeoutMs,
+        maxMessagesPerSecond: this.#limits.maxMessagesPerSecond,
+        readyTimeoutMs: this.#limits.handshakeTimeoutMs,
+      });
+    } catch (e) {
+      if (e instanceof SessionError) throw new NodeError(e.message);
+      throw e;
+    }
+    this.#opts.peers.upsert({
+      fingerprint: fp,
+      name: hs.peerName,
+      host,
+      port,
+      lastSeen: Date.now(),
+    });
+    const previous = this.#sessions.get(fp);
+    if (previous && !previous.session.closed) {
+      if (this.#keepExisting(previous, session)) {
+        await session.close("replaced", "duplicate connection");
+        this.#connections--;
+        return { session: previous.session, fresh: false };
+      }
+      this.#sessions.delete(fp);
+      this.#track(previous.session.close("replaced", "replaced by a newer connection"));
+    }
+    this.#register(session);
+    return { session, fresh: true };
+  }
+
+  /**
+   * Simultaneous connections between two peers: both sides keep the one opened by the smaller
+   * fingerprint. Otherwise the newer connection wins (the older one is likely dead).
+   */
+  #keepExisting(previous: { session: Session; since: number }, next: Session): boolean {
+    if (Date.now() - previous.since > 2_000) return false;
+    const opener = (s: Session) => s.initiator ? this.fingerprint : s.peerFingerprint;
+    const a = opener(previous.session);
+    const b = opener(next);
+    if (a === b) return false;
+    return a < b;
+  }
+
+  #register(session: Session): void {
+    const fp = session.peerFingerprint;
+    this.#sessions.set(fp, { session, since: Date.now() });
+    const retry = this.#retryTimers.get(fp);
+    if (retry) {
+      clearTimeout(retry.timer);
+      this.#retryTimers.delete(fp);
+    }
+    session.start({
+      onMessages: (messages) => this.#onMessages(session, messages),
+      onAck: (ids) => this.#onAck(session, ids),
+      onClose: (reason, detail) => this.#onClose(session, reason, detail),
+    });
+    this.#discovery?.markAlive(fp);
+    this.#emit({ type: "connected", name: session.peerName, fingerprint: fp });
+    this.#flush(fp);
+  }
+
+  #onClose(session: Session, reason: CloseReason, detail: string): void {
+    const fp = session.peerFingerprint;
+    this.#connections--;
+    for (const m of this.#outbox.get(fp)?.values() ?? []) {
+      if (m.sentOn === session) m.sentOn = null;
+    }
+    if (this.#sessions.get(fp)?.session !== session) return;
+    this.#sessions.delete(fp);
+    if (this.#closing) return;
+    this.#log.info(`connection to ${session.peerName} closed: ${reason} (${detail})`);
+    this.#emit({
+      type: "disconnected",
+      name: session.peerName,
+      fingerprint: fp,
+      reason: reason === "bye" ? "goodbye" : reason,
+    });
+    if (reason !== "bye") this.#kick(fp);
+  }
+
+  /** Returns the live session to `fp`, dialing its last known address if needed. */
+  #ensureSession(fp: string): Promise<Session | null> {
+    const live = this.#sessions.get(fp)?.session;
+    if (live && !live.closed) return Promise.resolve(live);
+    const inFlight = this.#dialing.get(fp);
+    if (inFlight) return inFlight;
+    const record = this.#opts.peers.get(fp);
+    const heard = this.#heard.get(fp);
+    const host = heard?.host ?? record?.host;
+    const port = heard?.port ?? record?.port;
+    if (!host || !port || this.#closing) return Promise.resolve(null);
+    const attempt = this.#dial(host, port, fp).then(
+      (r) => r.session,
+      (e) => {
+        this.#log.info(`cannot reach ${record?.name ?? fp.slice(0, 8)}: ${describe(e)}`);
+        return null;
+      },
+    ).finally(() => this.#dialing.delete(fp));
+    this.#dialing.set(fp, attempt);
+    return attempt;
+  }
+
+  /**
+   * Makes sure undelivered messages to `fp` get going: flushes them on a live session, or
+   * dials, retrying with backoff while messages wait.
+   */
+  #kick(fp: string): void {
+    if (this.#closing || (this.#outbox.get(fp)?.size ?? 0) === 0) return;
+    if (this.#sessions.has(fp)) {
+      this.#flush(fp);
+      return;
+    }
+    const record = this.#opts.peers.get(fp);
+    if (!record || record.retired || this.#heldByKeyChange(record)) return;
+    if (this.#retryTimers.has(fp) || this.#dialing.has(fp)) return;
+    this.#track(
+      this.#ensureSession(fp).then((s) => {
+        if (s === null) this.#scheduleRetry(fp);
+      }),
+    );
+  }
+
+  #scheduleRetry(fp: string): void {
+    if (this.#closing || this.#retryTimers.has(fp)) return;
+    const delay = Math.min(30_000, (this.#retryDelays.get(fp) ?? 500) * 2);
+    this.#retryDelays.set(fp, delay);
+    const timer = setTimeout(() => {
+      this.#retryTimers.delete(fp);
+      this.#kick(fp);
+    }, delay);
+    this.#retryTimers.set(fp, { timer, delay });
+  }
+
+  #retryDelays = new Map<string, number>();
+
+  /** Writes every undelivered message to `fp` that is not yet on the current session. */
+  #flush(fp: string): void {
+    const session = this.#sessions.get(fp)?.session;
+    const box = this.#outbox.get(fp);
+    if (!session || session.closed || !box) return;
+    this.#retryDelays.delete(fp);
+    const name = session.peerName;
+    for (const m of box.values()) {
+      if (m.sentOn === session) continue;
+      m.sentOn = session;
+      session.sendMessage(m.id, m.text, m.sentAt).then(
+        () => {
+          if (m.state !== "queued") return;
+          m.state = "sent";
+          this.#track(this.#opts.history.setState(m.id, "sent"));
+          this.#emit({ type: "sent", id: m.id, to: name, fingerprint: fp });
+        },
+        () => {
+          if (m.sentOn === session) m.sentOn = null;
+        },
+      );
+    }
+  }
+
+  async #onMessages(
+    session: Session,
+    messages: { id: string; text: string; sentAt: number }[],
+  ): Promise<void> {
+    const fp = session.peerFingerprint;
+    const receivedAt = Date.now();
+    const fresh = await Promise.all(messages.map((m) =>
+      this.#opts.history.recordIncoming({
+        id: m.id,
+        peer: fp,
+        peerName: session.peerName,
+        text: m.text,
+        sentAt: m.sentAt,
+        receivedAt,
+      })
+    ));
+    // Durable now: acknowledge everything, including retransmissions we already had.
+    session.sendAck(messages.map((m) => m.id)).catch((e) =>
+      this.#log.info(`ack to ${session.peerName} not sent: ${describe(e)}`)
+    );
+    messages.forEach((m, i) => {
+      if (!fresh[i]) return;
+      this.#emit({
+        type: "message",
+        id: m.id,
+        from: session.peerName,
+        fingerprint: fp,
+        text: m.text,
+        sentAt: m.sentAt,
+      });
+    });
+    this.#discovery?.markAlive(fp);
+  }
+
+  #onAck(session: Session, ids: string[]): void {
+    const fp = session.peerFingerprint;
+    const box = this.#outbox.get(fp);
+    for (const id of ids) {
+      const m = box?.get(id);
+      if (!m) continue;
+      box!.delete(id);
+      this.#track(this.#opts.history.setState(id, "delivered"));
+      this.#emit({ type: "delivered", id, to: session.peerName, fingerprint: fp });
+    }
+    this.#discovery?.markAlive(fp);
+  }
+
+  // ---------------------------------------------------------------- trust
+
+  /**
+   * Trust on first use. Returns false (after a `key-changed` event) when `name` is pinned to a
+   * different key: nothing is exchanged with the new key until the user trusts it.
+   */
+  #checkTrust(
+    name: string,
+    fp: string,
+    spki: Uint8Array,
+    host: string | null,
+    port: number | null,
+  ): boolean {
+    const known = this.#opts.peers.get(fp);
+    if (known && !known.retired) return true;
+    const holders = this.#opts.peers.byName(name).filter((r) => !r.retired && r.fingerprint !== fp);
+    if (holders.length === 0 && !known) {
+      this.#opts.peers.upsert({
+        fingerprint: fp,
+        name,
+        spki: toBase64(spki),
+        host,
+        port,
+        firstSeen: Date.now(),
+        lastSeen: Date.now(),
+      });
+      this.#log.info(`first contact with ${name}: key ${formatFingerprint(fp)}`);
+      return true;
+    }
+    const old = holders[0]?.fingerprint ?? fp;
+    const pending = this.#pendingKeys.get(name);
+    this.#pendingKeys.set(name, { name, fingerprint: fp, spki, host, port });
+    if (!pending || pending.fingerprint !== fp) {
+      this.#log.warn(
+        `KEY CHANGED for ${name}: pinned ${formatFingerprint(old)}, now offered ` +
+          `${formatFingerprint(fp)}. Compare fingerprints out of band before trusting it.`,
+      );
+      this.#emit({ type: "key-changed", name, old, new: fp });
+    }
+    return false;
+  }
+
+  #heldByKeyChange(record: PeerRecord): boolean {
+    const pending = this.#pendingKeys.get(record.name);
+    return pending !== undefined && pending.fingerprint !== record.fingerprint;
+  }
+
+  async #moveOutbox(from: string, to: string, name: string): Promise<void> {
+    const box = this.#outbox.get(from);
+    if (!box || box.size === 0) return;
+    this.#outbox.delete(from);
+    const target = this.#box(to);
+    for (const m of box.values()) {
+      // A message is bound to the key it was written for: re-address it as a new message.
+      await this.#opts.history.setState(m.id, "failed");
+      const moved: OutMessage = {
+        ...m,
+        id: newMessageId(),
+        peer: to,
+        state: "queued",
+        sentOn: null,
+      };
+      target.set(moved.id, moved);
+      await this.#opts.history.recordOutgoing(
+        { id: moved.id, peer: to, peerName: name, text: moved.text, sentAt: moved.sentAt },
+        "queued",
+      );
+      this.#emit({ type: "queued", id: moved.id, to: name, fingerprint: to });
+    }
+  }
+
+  // ---------------------------------------------------------------- discovery
+
+  #onHeard(p: HeardPeer, up: boolean): void {
+    if (this.#closing) return;
+    if (!this.#checkTrust(p.name, p.fingerprint, p.spki, p.host, p.port)) return;
+    const wasHeard = this.#heard.has(p.fingerprint);
+    this.#heard.set(p.fingerprint, p);
+    this.#opts.peers.upsert({
+      fingerprint: p.fingerprint,
+      name: p.name,
+      host: p.host,
+      port: p.port,
+      lastSeen: p.lastSeen,
+    });
+    if (up || !wasHeard) {
+      this.#emit({
+        type: "peer-up",
+        name: p.name,
+        fingerprint: p.fingerprint,
+        host: p.host,
+        port: p.port,
+      });
+    }
+    if (!this.#sessions.has(p.fingerprint)) {
+      // Heard again: retry at once instead of waiting for the backoff.
+      const retry = this.#retryTimers.get(p.fingerprint);
+      if (retry) {
+        clearTimeout(retry.timer);
+        this.#retryTimers.delete(p.fingerprint);
+      }
+      this.#kick(p.fingerprint);
+    }
+  }
+
+  #onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void {
+    if (!this.#heard.delete(p.fingerprint) || this.#closing) return;
+    this.#emit({ type: "peer-down", name: p.name, fingerprint: p.fingerprint, reason });
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  #box(fp: string): Map<string, OutMessage> {
+    let box = this.#outbox.get(fp);
+    if (!box) this.#outbox.set(fp, box = new Map());
+    return box;
+  }
+
+  #track(p: Promise<unknown>): void {
+    const tracked = p.catch((e) => this.#log.error(`internal error: ${describe(e)}`)).finally(
+      () => this.#tasks.delete(tracked),
+    );
+    this.#tasks.add(tracked);
+  }
+
+  #emit(event: WithoutTs<NodeEvent>): void {
+    const full = { ...event, ts: Date.now() } as NodeEvent;
+    for (const l of this.#listeners) l(full);
+  }
+}
+
+/**
+ * Parses `host:port` (IPv6 as `[addr]:port`).
+ *
+ * @throws {NodeError} when the address is malformed.
+ * @example
+ * ```ts
+ * parseAddress("127.0.0.1:5000"); // { host: "127.0.0.1", port: 5000 }
+ * ```
+ */
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(address.trim()) ??
+    /^([^:\s]+):(\d{1,5})$/.exec(address.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) {
+    throw new NodeError(`"${address}" is not HOST:PORT (for example 192.168.1.20:5000)`);
+  }
+  return { host: m[1], port };
+}
+
+async function connectWithTimeout(
+  host: string,
+  port: number,
+  timeoutMs: number,
+): Promise<Deno.TcpConn> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await Deno.connect({ hostname: host, port, signal: controller.signal });
+  } catch (e) {
+    if (controller.signal.aborted) throw new NodeError(`no answer within ${timeoutMs / 1000} s`);
+    if (e instanceof Deno.errors.ConnectionRefused) {
+      throw new NodeError("connection refused (is p2pchat running there, on that port?)");
+    }
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function describe(e: unknown): string {
+  if (e instanceof HandshakeError) return `${e.reason}: ${e.message}`;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}

@@ -1,0 +1,60 @@
+/**
+ * Events a running peer reports. Their shapes are the public headless contract
+ * (docs/HEADLESS.md): the headless UI prints them as JSON lines, the terminal UI renders them.
+ *
+ * @module
+ */
+
+/** One entry of a `peers` event. */
+export interface PeerInfo {
+  name: string;
+  fingerprint: string;
+  host: string | null;
+  port: number | null;
+  /** Heard on the LAN within 3 announcement intervals, or connected. */
+  active: boolean;
+  connected: boolean;
+  /** ms since the epoch, 0 if never. */
+  lastSeen: number;
+}
+
+/** One entry of a `history` event. */
+export interface HistoryEntry {
+  id: string;
+  direction: "in" | "out";
+  text: string;
+  sentAt: number;
+  state: "queued" | "sent" | "delivered" | "failed";
+}
+
+/** Every event, discriminated by `type`; `ts` is ms since the epoch. */
+export type NodeEvent =
+  & { ts: number }
+  & (
+    | { type: "ready"; name: string; port: number; fingerprint: string; dataDir: string }
+    | { type: "peer-up"; name: string; fingerprint: string; host: string; port: number }
+    | { type: "peer-down"; name: string; fingerprint: string; reason: "timeout" | "goodbye" }
+    | { type: "connected"; name: string; fingerprint: string }
+    | { type: "disconnected"; name: string; fingerprint: string; reason: string }
+    | { type: "key-changed"; name: string; old: string; new: string }
+    | {
+      type: "message";
+      id: string;
+      from: string;
+      fingerprint: string;
+      text: string;
+      sentAt: number;
+    }
+    | { type: "sent" | "queued" | "delivered"; id: string; to: string; fingerprint: string }
+    | { type: "peers"; peers: PeerInfo[] }
+    | { type: "history"; peer: string; messages: HistoryEntry[] }
+    | { type: "trusted"; name: string; fingerprint: string }
+    | { type: "error"; message: string; command?: string }
+    | { type: "bye" }
+  );
+
+/** The `type` values of {@linkcode NodeEvent}. */
+export type NodeEventType = NodeEvent["type"];
+
+/** Distributive Omit, so that each member of a union keeps its own fields. */
+export type WithoutTs<T> = T extends unknown ? Omit<T, "ts"> : never;

@@ -1,0 +1,208 @@
+/**
+ * Headless mode: commands in on stdin, one per line; events out on stdout as JSON lines.
+ * The contract is public (README "Headless mode"): change it only by adding.
+ *
+ * @module
+ */
+
+import { type ChatNode, NodeError } from "../node/chat_node.ts";
+import type { NodeEvent, WithoutTs } from "../node/events.ts";
+
+/** A parsed headless command. */
+export type HeadlessCommand =
+  | { kind: "connect"; address: string }
+  | { kind: "send"; peer: string; text: string }
+  | { kind: "peers" }
+  | { kind: "history"; peer: string; limit: number }
+  | { kind: "trust"; peer: string; fingerprint: string }
+  | { kind: "quit" };
+
+/** Thrown by {@linkcode parseCommand} for a line that is not a valid command. */
+export class CommandError extends Error {
+  /** @param message What is wrong, for the `error` event. */
+  constructor(message: string) {
+    super(message);
+    this.name = "CommandError";
+  }
+}
+
+/**
+ * Parses one input line. Blank lines yield `null`.
+ *
+ * @throws {CommandError} for an unknown command or missing arguments.
+ * @example
+ * ```ts
+ * parseCommand("/send Bob hello there"); // { kind: "send", peer: "Bob", text: "hello there" }
+ * ```
+ */
+export function parseCommand(line: string): HeadlessCommand | null {
+  const trimmed = line.trim();
+  if (trimmed === "") return null;
+  const [head, ...rest] = trimmed.split(/\s+/);
+  const args = rest;
+  switch (head) {
+    case "/connect":
+      if (args.length !== 1) throw new CommandError("usage: /connect HOST:PORT");
+      return { kind: "connect", address: args[0] };
+    case "/send": {
+      const m = /^\/send\s+(\S+)\s+([\s\S]+)$/.exec(trimmed);
+      if (!m) throw new CommandError("usage: /send PEER TEXT...");
+      return { kind: "send", peer: m[1], text: m[2] };
+    }
+    case "/peers":
+      if (args.length !== 0) throw new CommandError("usage: /peers");
+      return { kind: "peers" };
+    case "/history": {
+      if (args.length < 1 || args.length > 2) {
+        throw new CommandError("usage: /history PEER [LIMIT]");
+      }
+      const limit = args.length === 2 ? Number(args[1]) : 50;
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) {
+        throw new CommandError("LIMIT must be a whole number from 1 to 100000");
+      }
+      return { kind: "history", peer: args[0], limit };
+    }
+    case "/trust":
+      if (args.length !== 2) throw new CommandError("usage: /trust PEER FINGERPRINT");
+      return { kind: "trust", peer: args[0], fingerprint: args[1] };
+    case "/quit":
+    case "/exit":
+      return { kind: "quit" };
+    default:
+      throw new CommandError(
+        head.startsWith("/")
+          ? `unknown command ${head} (commands: /connect /send /peers /history /trust /quit)`
+          : "commands start with / (for example /send PEER TEXT)",
+      );
+  }
+}
+
+/** Options of {@linkcode runHeadless}. */
+export interface HeadlessOptions {
+  /** Command lines (default: stdin). */
+  input?: ReadableStream<Uint8Array>;
+  /** Receives each output line without its newline (default: stdout). */
+  write?: (line: string) => void;
+  /** Resolves when something else (a signal) asks to stop. */
+  stop?: Promise<void>;
+}
+
+/**
+ * Starts `node` and runs the headless interface until `/quit`, end of input or `opts.stop`;
+ * then closes the node and prints `bye`.
+ *
+ * @throws whatever {@linkcode ChatNode.start} throws (e.g. the discovery port is unusable).
+ *
+ * @example
+ * ```ts
+ * await runHeadless(node);
+ * ```
+ */
+export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): Promise<void> {
+  const write = opts.write ?? writeStdout;
+  const emit = (e: NodeEvent) => write(JSON.stringify(e));
+  const unsubscribe = node.subscribe(emit);
+  const error = (message: string, command?: string) =>
+    emit({ type: "error", message, ...(command ? { command } : {}), ts: Date.now() });
+  const inFlight = new Set<Promise<void>>();
+  try {
+    await node.start();
+  } catch (e) {
+    unsubscribe();
+    throw e;
+  }
+
+  const handle = (line: string): boolean => {
+    let cmd: HeadlessCommand | null;
+    try {
+      cmd = parseCommand(line);
+    } catch (e) {
+      error((e as Error).message, line.trim());
+      return true;
+    }
+    if (cmd === null) return true;
+    if (cmd.kind === "quit") return false;
+    const run = execute(node, cmd, emit).catch((e) => {
+      if (e instanceof NodeError) error(e.message, line.trim());
+      else error(`internal error: ${(e as Error).message ?? e}`, line.trim());
+    });
+    // Commands run concurrently (a /send to an unreachable peer must not hold up /peers).
+    const tracked = run.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+    return true;
+  };
+
+  const lines = readLines(opts.input ?? Deno.stdin.readable);
+  const stopped = opts.stop?.then(() => "stop" as const);
+  try {
+    for (;;) {
+      const next = lines.next();
+      const result = stopped ? await Promise.race([next, stopped]) : await next;
+      if (result === "stop" || result.done) break;
+      if (!handle(result.value)) break;
+    }
+  } finally {
+    await Promise.allSettled([...inFlight]);
+    await node.close();
+    unsubscribe();
+    write(JSON.stringify({ type: "bye", ts: Date.now() }));
+    lines.return(undefined).catch(() => {/* stdin already closed: nothing to release */});
+  }
+}
+
+async function execute(
+  node: ChatNode,
+  cmd: Exclude<HeadlessCommand, { kind: "quit" }>,
+  emit: (e: NodeEvent) => void,
+): Promise<void> {
+  const out = (e: WithoutTs<NodeEvent>) => emit({ ...e, ts: Date.now() } as NodeEvent);
+  switch (cmd.kind) {
+    case "connect":
+      // The node emits `connected` itself when the session is up.
+      await node.connect(cmd.address);
+      return;
+    case "send":
+      await node.send(cmd.peer, cmd.text);
+      return;
+    case "peers":
+      out({ type: "peers", peers: node.peers() });
+      return;
+    case "history": {
+      const h = await node.history(cmd.peer, cmd.limit);
+      out({ type: "history", peer: h.peer, messages: h.messages });
+      return;
+    }
+    case "trust":
+      await node.trust(cmd.peer, cmd.fingerprint);
+      return;
+  }
+}
+
+/**
+ * Splits a byte stream into lines (without their `\n` or `\r\n`).
+ *
+ * @example
+ * ```ts
+ * for await (const line of readLines(Deno.stdin.readable)) console.log(line);
+ * ```
+ */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      yield buffered.slice(0, nl).replace(/\r$/, "");
+      buffered = buffered.slice(nl + 1);
+    }
+  }
+  if (buffered.length > 0) yield buffered.replace(/\r$/, "");
+}
+
+const encoder = new TextEncoder();
+
+function writeStdout(line: string): void {
+  const bytes = encoder.encode(line + "\n");
+  let at = 0;
+  while (at < bytes.length) at += Deno.stdout.writeSync(bytes.subarray(at));
+}
