@@ -39,6 +39,17 @@ export interface PeerOptions {
   passphraseFile: string | null;
   headless: boolean;
   verbose: boolean;
+  /** Connection limits given on the command line (the rest keep their defaults). */
+  limits: PeerLimits;
+}
+
+/** Limits settable from the command line (see lib/node/chat_node.ts NodeLimits). */
+export interface PeerLimits {
+  maxConnections?: number;
+  maxPendingPerAddress?: number;
+  handshakeTimeoutMs?: number;
+  maxFrameSize?: number;
+  idleTimeoutMs?: number;
 }
 
 /** Options of `p2pchat history`. */
@@ -89,6 +100,11 @@ export function parseCommandLine(
         "no-discovery": { type: "boolean" },
         "passphrase-file": { type: "string" },
         headless: { type: "boolean" },
+        "max-connections": { type: "string" },
+        "max-per-address": { type: "string" },
+        "handshake-timeout": { type: "string" },
+        "max-frame-size": { type: "string" },
+        "idle-timeout": { type: "string" },
         verbose: { type: "boolean", short: "v" },
         peer: { type: "string" },
         limit: { type: "string" },
@@ -113,7 +129,20 @@ export function parseCommandLine(
   }
   const dataDir = v["data-dir"] ?? defaultDataDir(v.name, env);
   if (sub === "history") {
-    for (const k of ["port", "discovery-port", "broadcast", "interval", "headless"] as const) {
+    for (
+      const k of [
+        "port",
+        "discovery-port",
+        "broadcast",
+        "interval",
+        "headless",
+        "max-connections",
+        "max-per-address",
+        "handshake-timeout",
+        "max-frame-size",
+        "idle-timeout",
+      ] as const
+    ) {
       if (v[k] !== undefined) throw new UsageError(`--${k} does not apply to "history"`);
     }
     return {
@@ -130,7 +159,9 @@ export function parseCommandLine(
     if (v[k] !== undefined) throw new UsageError(`--${k} only applies to "p2pchat history"`);
   }
   const interval = v.interval === undefined ? 5 : Number(v.interval);
-  if (!Number.isFinite(interval) || interval < 0.05 || interval > 3600) {
+  if (
+    v.interval?.trim() === "" || !Number.isFinite(interval) || interval < 0.05 || interval > 3600
+  ) {
     throw new UsageError(`--interval must be a number of seconds from 0.05 to 3600`);
   }
   let broadcast: string[] | null = null;
@@ -155,7 +186,42 @@ export function parseCommandLine(
     passphraseFile: v["passphrase-file"] ?? null,
     headless: v.headless ?? false,
     verbose: v.verbose ?? false,
+    limits: parseLimits(v),
   };
+}
+
+function parseLimits(v: Record<string, string | boolean | undefined>): PeerLimits {
+  const limits: PeerLimits = {};
+  const str = (k: string) => v[k] as string | undefined;
+  if (str("max-connections") !== undefined) {
+    limits.maxConnections = integer("--max-connections", str("max-connections")!, 1, 100_000);
+  }
+  if (str("max-per-address") !== undefined) {
+    limits.maxPendingPerAddress = integer("--max-per-address", str("max-per-address")!, 1, 10_000);
+  }
+  if (str("handshake-timeout") !== undefined) {
+    limits.handshakeTimeoutMs = seconds("--handshake-timeout", str("handshake-timeout")!, 0.1, 300);
+  }
+  if (str("idle-timeout") !== undefined) {
+    limits.idleTimeoutMs = seconds("--idle-timeout", str("idle-timeout")!, 1, 86_400);
+  }
+  if (str("max-frame-size") !== undefined) {
+    limits.maxFrameSize = integer(
+      "--max-frame-size",
+      str("max-frame-size")!,
+      65_536 + 512,
+      64 << 20,
+    );
+  }
+  return limits;
+}
+
+function seconds(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`${flag} must be a number of seconds from ${min} to ${max}`);
+  }
+  return Math.round(n * 1000);
 }
 
 /**
@@ -212,6 +278,13 @@ Options:
       --passphrase-file F    read the passphrase that protects your keys from F
       --headless             machine interface (see README, "Headless mode")
   -v, --verbose              log connections and discovery details to stderr
+
+Limits (a hostile peer costs a closed connection, never a crash):
+      --max-connections N    open TCP connections in all (default 512)
+      --max-per-address N    unauthenticated connections per address (default 32)
+      --handshake-timeout S  time allowed for a handshake (default 10)
+      --idle-timeout S       close a session silent this long (default 45; pings every 15)
+      --max-frame-size B     largest frame after authentication (default 1048576)
   -h, --help                 this text
   -V, --version              the version
 

@@ -102,6 +102,7 @@ async function runPeer(opts: PeerOptions): Promise<number> {
       listener,
       dataDir: opts.dataDir,
       log,
+      limits: opts.limits,
       discovery: opts.discovery
         ? (hooks) =>
           new Discovery(identity, {
