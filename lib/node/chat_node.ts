@@ -144,6 +144,13 @@ export class ChatNode {
   constructor(opts: ChatNodeOptions) {
     this.#opts = opts;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    if (opts.limits?.keepaliveMs === undefined) {
+      // Pings must come well inside the idle timeout, or quiet sessions would be cut.
+      this.#limits.keepaliveMs = Math.min(
+        DEFAULT_LIMITS.keepaliveMs,
+        this.#limits.idleTimeoutMs / 3,
+      );
+    }
     this.#log = opts.log;
     this.name = opts.name;
     this.port = (opts.listener.addr as Deno.NetAddr).port;
