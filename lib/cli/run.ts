@@ -122,13 +122,16 @@ async function runPeer(opts: PeerOptions): Promise<number> {
     await peers?.close();
     throw e;
   }
-  // The UI subscribes to the node's events first, then starts it (so it sees `ready`).
+  // Headless subscribes to the node's events first, then starts it (so it prints `ready`).
   const stop = stopSignal();
   try {
     if (opts.headless) {
       await runHeadless(node, { stop: stop.promise });
     } else {
       const { runTerminal } = await import("../ui/terminal/mod.ts");
+      // The terminal UI reads the current state (node.peers()) when it starts, so it does not
+      // need the events emitted while starting.
+      await node.start();
       await runTerminal(node, { log, stop: stop.promise });
     }
   } catch (e) {
