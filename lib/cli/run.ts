@@ -132,7 +132,13 @@ async function runPeer(opts: PeerOptions): Promise<number> {
       // The terminal UI reads the current state (node.peers()) when it starts, so it does not
       // need the events emitted while starting.
       await node.start();
-      await runTerminal(node, { log, stop: stop.promise });
+      await runTerminal(node, {
+        log,
+        stop: stop.promise,
+        intervalMs: opts.intervalMs,
+        discoveryPort: opts.discoveryPort,
+        discovery: opts.discovery,
+      });
     }
   } catch (e) {
     await node.close();
@@ -232,6 +238,13 @@ function explain(e: unknown): { message: string; status: number } {
   if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
     return { message: permissionMessage(e as Error), status: 1 };
   }
+  // A missing Deno permission wrapped by a module (IdentityError, DiscoveryError, ...) is still
+  // a missing permission: name the flag, not the module's view of it. OS-level PermissionDenied
+  // causes stay with the wrapper, whose message says which file.
+  for (let c = (e as Error | undefined)?.cause, depth = 0; c && depth < 8; depth++) {
+    if (c instanceof Deno.errors.NotCapable) return { message: permissionMessage(c), status: 1 };
+    c = (c as Error).cause;
+  }
   if (
     e instanceof RuntimeError || e instanceof IdentityError || e instanceof StoreError ||
     e instanceof DiscoveryError
@@ -242,10 +255,18 @@ function explain(e: unknown): { message: string; status: number } {
 }
 
 function permissionMessage(e: Error): string {
-  const m = /Requires (\w+) access(?: to "?([^",]+)"?)?.*?run again with the (--allow-[\w-]+) flag/s
-    .exec(e.message);
+  // `deno run` says "run again with the --allow-X flag"; a compiled binary says "specify the
+  // required permissions during compilation using `deno compile --allow-X`".
+  const m =
+    /Requires (\w+) access(?: to (?:"((?:[^"\\]|\\.)*)"|([^,]+)))?, (?:run again with the (--allow-[\w-]+) flag|specify the required permissions during compilation using `deno compile (--allow-[\w-]+)`)/
+      .exec(e.message);
   if (m) {
-    return `missing permission: ${m[1]} access${m[2] ? ` to ${m[2]}` : ""} (needs ${m[3]})`;
+    const kind = m[1];
+    const what = m[2] ?? m[3];
+    const flag = m[4] ?? m[5];
+    // env and sys grants are lists of names: say which name is missing from the list.
+    const needs = what && (kind === "env" || kind === "sys") ? `${flag}=${what}` : flag;
+    return `missing permission: ${kind} access${what ? ` to ${what}` : ""} (needs ${needs})`;
   }
   if (e instanceof Deno.errors.PermissionDenied) {
     return `the operating system refused access: ${e.message.split("\n")[0]}`;
