@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { PeerProcess, runMain } from "../_helpers/peer_process.ts";
+
+function oneLine(stderr: string): void {
+  const lines = stderr.trim().split("\n").filter((l) => !l.includes("creating your identity"));
+  assert.equal(lines.length, 1, stderr);
+  assert.ok(!stderr.includes("    at "), `no stack trace: ${stderr}`);
+}
+
+Deno.test("cli: an unusable data directory is one line and exit 1", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const r = await runMain([
+      "--name",
+      "A",
+      "--port",
+      "0",
+      "--data-dir",
+      `${file}/sub`,
+      "--headless",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot use data directory/);
+    oneLine(r.stderr);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("cli: passphrase-protected identity: right, wrong and missing passphrase", async () => {
+  const dir = await Deno.makeTempDir();
+  const pw = await Deno.makeTempFile();
+  const wrong = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(pw, "correct horse battery staple\n");
+    await Deno.writeTextFile(wrong, "tr0ub4dor&3\n");
+    const first = await PeerProcess.start("Alice", {
+      dataDir: dir,
+      args: ["--no-discovery", "--passphrase-file", pw],
+    });
+    const fp = first.fingerprint;
+    assert.equal(await first.quit(), 0);
+    const key = await Deno.readTextFile(`${dir}/identity.key`);
+    assert.ok(!key.includes("PRIVATE KEY"), "the private key is stored wrapped");
+
+    const again = await PeerProcess.start("Alice", {
+      dataDir: dir,
+      args: ["--no-discovery", "--passphrase-file", pw],
+    });
+    assert.equal(again.fingerprint, fp);
+    assert.equal(await again.quit(), 0);
+
+    const bad = await runMain([
+      "--name",
+      "Alice",
+      "--port",
+      "0",
+      "--data-dir",
+      dir,
+      "--headless",
+      "--passphrase-file",
+      wrong,
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /wrong passphrase/);
+    oneLine(bad.stderr);
+
+    const missing = await runMain([
+      "--name",
+      "Alice",
+      "--port",
+      "0",
+      "--data-dir",
+      dir,
+      "--headless",
+    ]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /passphrase/);
+    oneLine(missing.stderr);
+
+    const noFile = await runMain([
+      "--name",
+      "Alice",
+      "--data-dir",
+      dir,
+      "--passphrase-file",
+      `${dir}/does-not-exist`,
+    ]);
+    assert.equal(noFile.code, 1);
+    assert.match(noFile.stderr, /cannot read passphrase file/);
+    oneLine(noFile.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(pw);
+    await Deno.remove(wrong);
+  }
+});
+
+Deno.test("cli: a corrupt identity key is an error, never a new identity", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const p = await PeerProcess.start("Alice", { dataDir: dir });
+    assert.equal(await p.quit(), 0);
+    const key = await Deno.readTextFile(`${dir}/identity.key`);
+    await Deno.writeTextFile(`${dir}/identity.key`, key.slice(0, key.length / 2));
+    const r = await runMain(["--name", "Alice", "--port", "0", "--data-dir", dir, "--headless"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /identity\.key/);
+    oneLine(r.stderr);
+    assert.equal(
+      await Deno.readTextFile(`${dir}/identity.key`),
+      key.slice(0, key.length / 2),
+      "the damaged file is left alone",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
