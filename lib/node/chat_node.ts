@@ -176,11 +176,15 @@ export class ChatNode {
       }
     }
     this.#acceptLoop = this.#accept();
+    // Discovery starts before `ready` (its port must be bound first), and a reply to its first
+    // announcement can arrive meanwhile: what it reports waits, so `ready` is the first event.
+    let early: (() => void)[] | null = [];
+    const after = (f: () => void) => early === null ? f() : early.push(f);
     if (this.#opts.discovery) {
       this.#discovery = this.#opts.discovery({
-        onPeerUp: (p) => this.#onHeard(p, true),
-        onPeerSeen: (p) => this.#onHeard(p, false),
-        onPeerDown: (p, reason) => this.#onPeerDown(p, reason),
+        onPeerUp: (p) => after(() => this.#onHeard(p, true)),
+        onPeerSeen: (p) => after(() => this.#onHeard(p, false)),
+        onPeerDown: (p, reason) => after(() => this.#onPeerDown(p, reason)),
       });
       await this.#discovery.start();
     }
@@ -191,6 +195,16 @@ export class ChatNode {
       fingerprint: this.fingerprint,
       dataDir: this.#opts.dataDir,
     });
+    const waiting = early;
+    early = null;
+    for (const f of waiting) {
+      try {
+        f();
+      } catch (e) {
+        // Discovery reports a callback's error as a warning; do the same for the deferred ones.
+        this.#log.warn(`discovery callback failed: ${describe(e)}`);
+      }
+    }
     for (const peer of this.#outbox.keys()) this.#kick(peer);
   }
 
@@ -803,8 +817,12 @@ export class ChatNode {
 
   // ---------------------------------------------------------------- discovery
 
+  /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
+  #clashWarned = new Set<string>();
+
   #onHeard(p: HeardPeer, up: boolean): void {
     if (this.#closing) return;
+    if (this.#nameClash(p)) return;
     if (!this.#checkTrust(p.name, p.fingerprint, p.spki, p.host, p.port)) return;
     const wasHeard = this.#heard.has(p.fingerprint);
     this.#heard.set(p.fingerprint, p);
@@ -833,6 +851,35 @@ export class ChatNode {
       }
       this.#kick(p.fingerprint);
     }
+  }
+
+  /**
+   * An announcement under the name of a peer whose pinned key is alive right now (heard on the
+   * LAN, or connected) is a name clash, not a key change: the peer still has its key. Anyone on
+   * the LAN can sign such an announcement with a key of their own, so it must not raise a key
+   * change (which holds every message to the real peer until /trust); it is ignored with a
+   * warning. Once the pinned key is gone (timeout, goodbye), a new key under its name is treated
+   * as a possible key change again.
+   */
+  #nameClash(p: HeardPeer): boolean {
+    const live = this.#opts.peers.byName(p.name).find((r) =>
+      !r.retired && r.fingerprint !== p.fingerprint &&
+      (this.#heard.has(r.fingerprint) || this.#sessions.has(r.fingerprint))
+    );
+    const known = this.#opts.peers.get(p.fingerprint);
+    // A key already pinned (two peers that share a name) is no clash: #checkTrust accepts it.
+    if (live === undefined || (known !== undefined && !known.retired)) return false;
+    if (!this.#clashWarned.has(p.fingerprint)) {
+      // Bounded: a flood of fresh keys must not grow memory; the worst case is a repeated warning.
+      if (this.#clashWarned.size >= 1024) this.#clashWarned.clear();
+      this.#clashWarned.add(p.fingerprint);
+      this.#log.warn(
+        `ignoring an announcement from ${p.host} that claims the name ${p.name} with key ` +
+          `${formatFingerprint(p.fingerprint)}: ${p.name} is online with its pinned key ` +
+          `${formatFingerprint(live.fingerprint)}`,
+      );
+    }
+    return true;
   }
 
   #onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void {

@@ -27,6 +27,11 @@ export interface StartOptions {
   /** Wait for `ready` (default true). */
   waitReady?: boolean;
   env?: Record<string, string>;
+  /**
+   * A command prefix the deno command runs under, e.g. `["ip", "netns", "exec", "ns1"]` (default:
+   * none). That command must exec deno in place, so `pid` and `kill` still reach the peer.
+   */
+  wrap?: string[];
 }
 
 const decoder = new TextDecoder();
@@ -87,8 +92,9 @@ export class PeerProcess {
       "--headless",
       ...(opts.args ?? ["--no-discovery"]),
     ];
-    const child = new Deno.Command(Deno.execPath(), {
-      args,
+    const wrap = opts.wrap ?? [];
+    const child = new Deno.Command(wrap[0] ?? Deno.execPath(), {
+      args: wrap.length > 0 ? [...wrap.slice(1), Deno.execPath(), ...args] : args,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
