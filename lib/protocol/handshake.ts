@@ -204,15 +204,7 @@ export function initiateHandshake(
   opts: HandshakeOptions,
 ): Promise<HandshakeResult> {
   return withTimeout(transport, opts.timeoutMs, async () => {
-    const eph = await generateEphemeral();
-    const hello: Hello = {
-      version: PROTOCOL_VERSION,
-      name: opts.name,
-      listenPort: opts.listenPort,
-      spki: identity.spki,
-      ephemeral: eph.publicRaw,
-      nonce: crypto.getRandomValues(new Uint8Array(NONCE_SIZE)),
-    };
+    const { eph, hello } = await freshHello(identity, opts);
     const helloBytes = encodeHello(hello, false);
     await transport.write(helloBytes);
 
@@ -267,15 +259,7 @@ export function respondHandshake(
     if (peerKey.fingerprint === identity.fingerprint) {
       throw new HandshakeError("self", "connected to ourselves");
     }
-    const eph = await generateEphemeral();
-    const reply: Hello = {
-      version: PROTOCOL_VERSION,
-      name: opts.name,
-      listenPort: opts.listenPort,
-      spki: identity.spki,
-      ephemeral: eph.publicRaw,
-      nonce: crypto.getRandomValues(new Uint8Array(NONCE_SIZE)),
-    };
+    const { eph, hello: reply } = await freshHello(identity, opts);
     const replySigned = encodeHello(reply, true);
     const h1 = await transcriptHash(helloBytes, replySigned);
     const signature = await identity.sign(concat(toUtf8("resp"), h1));
@@ -318,6 +302,25 @@ export function respondHandshake(
       initiator: false,
     };
   });
+}
+
+/** Our side's HELLO fields with a new ephemeral key pair and nonce. */
+async function freshHello(
+  identity: Identity,
+  opts: HandshakeOptions,
+): Promise<{ eph: { privateKey: CryptoKey; publicRaw: Uint8Array }; hello: Hello }> {
+  const eph = await generateEphemeral();
+  return {
+    eph,
+    hello: {
+      version: PROTOCOL_VERSION,
+      name: opts.name,
+      listenPort: opts.listenPort,
+      spki: identity.spki,
+      ephemeral: eph.publicRaw,
+      nonce: crypto.getRandomValues(new Uint8Array(NONCE_SIZE)),
+    },
+  };
 }
 
 async function withTimeout<T>(

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Identity, openIdentity } from "../../lib/crypto/identity.ts";
+import type { Identity } from "../../lib/crypto/identity.ts";
+import { testIdentities } from "../_helpers/identities.ts";
 import {
   decodeHello,
   encodeHello,
@@ -12,17 +13,8 @@ import {
 } from "../../lib/protocol/handshake.ts";
 import { type Tamper, transportPair } from "../_helpers/transport.ts";
 
-const dirs: string[] = [];
-async function identity(): Promise<Identity> {
-  const dir = await Deno.makeTempDir({ prefix: "p2pchat-hs-" });
-  dirs.push(dir);
-  return (await openIdentity(dir)).identity;
-}
-// RSA key generation is slow: three identities serve every test.
-const [alice, bob, mallory] = await Promise.all([identity(), identity(), identity()]);
-globalThis.addEventListener("unload", () => {
-  for (const d of dirs) Deno.removeSync(d, { recursive: true });
-});
+// RSA key generation is slow: these identities serve every test.
+const [alice, bob, mallory] = await testIdentities(3, "p2pchat-hs-");
 
 async function run(
   opts: { tamper?: Tamper; initiator?: Identity; responder?: Identity; timeoutMs?: number } = {},

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Identity, openIdentity } from "../../lib/crypto/identity.ts";
+import type { Identity } from "../../lib/crypto/identity.ts";
+import { testIdentities } from "../_helpers/identities.ts";
 import { FramedConn } from "../../lib/net/conn.ts";
 import { initiateHandshake, respondHandshake } from "../../lib/protocol/handshake.ts";
 import { newMessageId } from "../../lib/protocol/messages.ts";
@@ -11,16 +12,8 @@ import {
 } from "../../lib/protocol/session.ts";
 import { type FrameHook, startProxy } from "../_helpers/proxy.ts";
 
-const dirs: string[] = [];
-async function identity(): Promise<Identity> {
-  const dir = await Deno.makeTempDir({ prefix: "p2pchat-session-" });
-  dirs.push(dir);
-  return (await openIdentity(dir)).identity;
-}
-const [alice, bob] = await Promise.all([identity(), identity()]);
-globalThis.addEventListener("unload", () => {
-  for (const d of dirs) Deno.removeSync(d, { recursive: true });
-});
+// RSA key generation is slow: these identities serve every test.
+const [alice, bob] = await testIdentities(2, "p2pchat-session-");
 
 interface Side {
   session: Session;
