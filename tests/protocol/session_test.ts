@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import type { Identity } from "../../lib/crypto/identity.ts";
 import { testIdentities } from "../_helpers/identities.ts";
 import { FramedConn } from "../../lib/net/conn.ts";
 import { initiateHandshake, respondHandshake } from "../../lib/protocol/handshake.ts";
