@@ -2,12 +2,13 @@
  * A framed TCP connection: thin I/O over {@linkcode FrameDecoder} and {@linkcode encodeFrames}.
  *
  * Reads are pulled (one payload per {@linkcode FramedConn.read}), so a slow consumer applies
- * back-pressure to the peer. Writes issued while another write is on the wire are coalesced into
- * one buffer and one system call.
+ * back-pressure to the peer. Writes are coalesced: every write issued in the same turn of the
+ * event loop, or while another write is on the wire, leaves in one buffer and one system call.
  *
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { DEFAULT_MAX_FRAME_SIZE, encodeFrames, FrameDecoder } from "./frame.ts";
 
 /** Thrown by {@linkcode FramedConn.write} once the connection is closed or broken. */
@@ -146,12 +147,16 @@ export class FramedConn {
     }
     return new Promise((resolve, reject) => {
       this.#pending.push({ payload, resolve, reject });
-      if (!this.#flushing) this.#flush();
+      if (!this.#flushing) {
+        // Wait for the end of this turn of the event loop (a few µs), so that the frames of a
+        // burst (a batch of messages, their acks) share one system call instead of one each.
+        this.#flushing = true;
+        setImmediate(() => this.#flush());
+      }
     });
   }
 
   async #flush(): Promise<void> {
-    this.#flushing = true;
     try {
       while (this.#pending.length > 0 && !this.#closed) {
         const batch = this.#pending;

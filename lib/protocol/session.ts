@@ -232,19 +232,30 @@ export class Session {
 
   #queue(frame: SessionFrame): Promise<void> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError("session closed"));
+    let plain: Uint8Array;
+    try {
+      // Encode before taking the sequence number: a frame that cannot be encoded (a caller bug)
+      // must not leave a gap the peer would take for a dropped frame.
+      plain = encodeSessionFrame({ ...frame, seq: this.#sendSeq + 1 });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#sendSeq++;
     // Sequence numbers are taken in call order; encryption may finish out of order, so each
-    // write waits for the one before it.
-    const seq = ++this.#sendSeq;
-    const sealed = this.#send.encrypt(encodeSessionFrame({ ...frame, seq }));
-    const written = Promise.all([sealed, this.#sendTail]).then(([token]) => {
+    // frame is handed to the connection only after the one before it was. Only the hand-over
+    // is chained, not the write itself: the connection keeps the order and coalesces a burst
+    // of frames into one system call, where waiting for each write would cost one per frame.
+    const sealed = this.#send.encrypt(plain);
+    let written: Promise<void> = Promise.resolve();
+    const handed = Promise.all([sealed, this.#sendTail]).then(([token]) => {
       this.#lastSent = Date.now();
-      return this.#conn.write(encoder.encode(token));
+      written = this.#conn.write(encoder.encode(token));
     });
-    this.#sendTail = written.then(
+    this.#sendTail = handed.then(
       () => {},
       () => {},
     );
-    return written;
+    return handed.then(() => written);
   }
 
   async #write(frame: SessionFrame): Promise<void> {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { type ChatNode, NodeError } from "../node/chat_node.ts";
 import type { NodeEvent, WithoutTs } from "../node/events.ts";
 
@@ -99,7 +100,8 @@ export interface HeadlessOptions {
  * ```
  */
 export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): Promise<void> {
-  const write = opts.write ?? writeStdout;
+  const stdout = opts.write ? null : new LineBatcher(writeAllStdout);
+  const write = opts.write ?? ((line: string) => stdout!.push(line));
   const emit = (e: NodeEvent) => write(JSON.stringify(e));
   const unsubscribe = node.subscribe(emit);
   const error = (message: string, command?: string) =>
@@ -146,6 +148,8 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
     await node.close();
     unsubscribe();
     write(JSON.stringify({ type: "bye", ts: Date.now() }));
+    // The process exits right after this returns: nothing may stay in the buffer.
+    stdout?.flush();
     lines.return(undefined).catch(() => {/* stdin already closed: nothing to release */});
   }
 }
@@ -201,8 +205,38 @@ export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGener
 
 const encoder = new TextEncoder();
 
-function writeStdout(line: string): void {
-  const bytes = encoder.encode(line + "\n");
+/**
+ * Collects output lines and writes them together at the end of the current turn of the event
+ * loop (`setImmediate`, a few µs), so that a burst of events (an ACK for 500 messages gives 500
+ * `delivered` lines) costs one system call and one wake-up of the reader instead of one each.
+ * Order is kept; {@linkcode LineBatcher.flush} empties the buffer at once (before exiting).
+ */
+class LineBatcher {
+  #lines: string[] = [];
+  #scheduled = false;
+  #sink: (bytes: Uint8Array) => void;
+
+  constructor(sink: (bytes: Uint8Array) => void) {
+    this.#sink = sink;
+  }
+
+  push(line: string): void {
+    this.#lines.push(line);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#lines.length === 0) return;
+    const text = this.#lines.join("\n") + "\n";
+    this.#lines = [];
+    this.#sink(encoder.encode(text));
+  }
+}
+
+function writeAllStdout(bytes: Uint8Array): void {
   let at = 0;
   while (at < bytes.length) at += Deno.stdout.writeSync(bytes.subarray(at));
 }

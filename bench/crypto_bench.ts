@@ -1,0 +1,107 @@
+/**
+ * The crypto limit: raw Fernet encrypt+decrypt rate for 100 B and 4 KiB messages, with the
+ * project's WebCrypto implementation (one at a time, and 64 in flight) and with `node:crypto`.
+ *
+ * @module
+ */
+
+import { Fernet, generateKey } from "../lib/crypto/fernet.ts";
+import { NodeFernet } from "./fernet_node.ts";
+import type { FigureBook } from "./report.ts";
+import { rateOf } from "./stats.ts";
+
+/** Message sizes measured everywhere. */
+export const SIZES = [{ bytes: 100, tag: "100B", label: "100 B" }, {
+  bytes: 4096,
+  tag: "4KiB",
+  label: "4 KiB",
+}] as const;
+
+/** Options of every bench job. */
+export interface JobOptions {
+  /** Shorter runs, fewer samples. */
+  quick: boolean;
+}
+
+/**
+ * Measures the Fernet limits and adds `fernet.webcrypto.seq.SIZE`, `fernet.webcrypto.par.SIZE`,
+ * `fernet.node.SIZE` and `fernet.limit.SIZE` (the best WebCrypto rate: the limit the pipeline is
+ * compared with) to `book`.
+ *
+ * @throws {Error} when the two implementations do not understand each other's tokens.
+ */
+export async function benchCrypto(book: FigureBook, opts: JobOptions): Promise<void> {
+  const key = generateKey();
+  const web = await Fernet.create(key);
+  const node = new NodeFernet(key);
+  const ms = opts.quick ? 400 : 1200;
+  for (const size of SIZES) {
+    const plain = crypto.getRandomValues(new Uint8Array(size.bytes));
+    // The comparison is only fair if both speak the same format.
+    const a = node.decrypt(await web.encrypt(plain));
+    const b = await web.decrypt(node.encrypt(plain));
+    if (a.length !== plain.length || b.length !== plain.length) {
+      throw new Error("node:crypto Fernet and WebCrypto Fernet disagree");
+    }
+    const seq = await rateOf(async () => {
+      await web.decrypt(await web.encrypt(plain));
+    }, { ms });
+    const inFlight = 64;
+    const par = await rateOf(async () => {
+      const tasks: Promise<Uint8Array>[] = [];
+      for (let i = 0; i < inFlight; i++) tasks.push(web.encrypt(plain).then((t) => web.decrypt(t)));
+      await Promise.all(tasks);
+    }, { ms, batch: inFlight });
+    const nodeRate = await rateOf(() => {
+      for (let i = 0; i < 64; i++) node.decrypt(node.encrypt(plain));
+    }, { ms, batch: 64 });
+    book.add({
+      id: `fernet.webcrypto.seq.${size.tag}`,
+      group: "limits",
+      label: `Fernet enc+dec ${size.label}, WebCrypto, 1 at a time`,
+      value: seq.rate,
+      unit: "msg/s",
+      note: `${seq.cpuUs.toFixed(1)} µs CPU per enc+dec`,
+    });
+    book.add({
+      id: `fernet.webcrypto.par.${size.tag}`,
+      group: "limits",
+      label: `Fernet enc+dec ${size.label}, WebCrypto, ${inFlight} in flight`,
+      value: par.rate,
+      unit: "msg/s",
+      note: `${par.cpuUs.toFixed(1)} µs CPU per enc+dec (WebCrypto runs on a thread pool)`,
+    });
+    const limit = Math.max(seq.rate, par.rate);
+    book.add({
+      id: `fernet.node.${size.tag}`,
+      group: "limits",
+      label: `Fernet enc+dec ${size.label}, node:crypto (sync)`,
+      value: nodeRate.rate,
+      unit: "msg/s",
+      note: `${(nodeRate.rate / limit).toFixed(2)}x the best WebCrypto rate; ` +
+        `${nodeRate.cpuUs.toFixed(1)} µs CPU per enc+dec`,
+    });
+    book.add({
+      id: `fernet.cpu.webcrypto.${size.tag}`,
+      group: "limits",
+      label: `  CPU per Fernet enc+dec ${size.label}, WebCrypto (64 in flight)`,
+      value: par.cpuUs,
+      unit: "µs",
+    });
+    book.add({
+      id: `fernet.cpu.node.${size.tag}`,
+      group: "limits",
+      label: `  CPU per Fernet enc+dec ${size.label}, node:crypto`,
+      value: nodeRate.cpuUs,
+      unit: "µs",
+    });
+    book.add({
+      id: `fernet.limit.${size.tag}`,
+      group: "limits",
+      label: `raw Fernet ${size.label}`,
+      value: limit,
+      unit: "msg/s",
+      note: "best WebCrypto rate above: the limit the message figures are compared with",
+    });
+  }
+}
