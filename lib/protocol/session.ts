@@ -12,7 +12,7 @@ import { Fernet, InvalidTokenError } from "../crypto/fernet.ts";
 import type { PeerKey } from "../crypto/identity.ts";
 import { ConnectionClosedError, type FramedConn } from "../net/conn.ts";
 import { FrameError } from "../net/frame.ts";
-import { DecodeError } from "./codec.ts";
+import { DecodeError, toHex } from "./codec.ts";
 import type { HandshakeResult } from "./handshake.ts";
 import {
   decodeSessionFrame,
@@ -23,6 +23,8 @@ import {
 
 /** Default interval of keepalive pings on a quiet session. */
 export const DEFAULT_KEEPALIVE_MS = 15_000;
+/** Time a goodbye may take before the connection is closed anyway. */
+const BYE_TIMEOUT_MS = 1_000;
 /** Default time without any frame from the peer after which the session is dead. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 45_000;
 
@@ -118,6 +120,8 @@ export class Session {
   readonly initiator: boolean;
   /** Remote address of the connection. */
   readonly remote: { hostname: string; port: number };
+  /** The handshake's final transcript hash in hex: the same on both ends, unique per session. */
+  readonly id: string;
 
   private constructor(
     conn: FramedConn,
@@ -134,6 +138,7 @@ export class Session {
     this.peerListenPort = hs.peerListenPort;
     this.initiator = hs.initiator;
     this.remote = conn.remote;
+    this.id = toHex(hs.sessionId);
     this.#keepaliveMs = opts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
     this.#idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#rate = opts.maxMessagesPerSecond ?? 100_000;
@@ -221,11 +226,17 @@ export class Session {
   async close(reason: CloseReason = "closed", detail = "closed by us"): Promise<void> {
     if (this.#closed) return;
     if (reason === "closed" || reason === "replaced") {
+      // A peer that stopped reading must not hold up our exit: the goodbye gets one second.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const bye = this.#queue({ type: FrameType.BYE, seq: 0, sentAt: Date.now(), reason: detail });
       try {
-        await this.#queue({ type: FrameType.BYE, seq: 0, sentAt: Date.now(), reason: detail });
+        await Promise.race([bye, new Promise((r) => timer = setTimeout(r, BYE_TIMEOUT_MS))]);
       } catch (e) {
         if (!(e instanceof ConnectionClosedError)) throw e;
+      } finally {
+        clearTimeout(timer);
       }
+      bye.catch(() => {/* reported by the race above, or moot once the connection closes */});
     }
     this.#finish(reason, detail);
   }

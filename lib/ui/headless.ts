@@ -9,6 +9,9 @@ import { setImmediate } from "node:timers";
 import { type ChatNode, NodeError } from "../node/chat_node.ts";
 import type { NodeEvent, WithoutTs } from "../node/events.ts";
 
+/** How long `/quit` waits for commands still running. */
+const QUIT_GRACE_MS = 3_000;
+
 /** A parsed headless command. */
 export type HeadlessCommand =
   | { kind: "connect"; address: string }
@@ -144,7 +147,13 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
       if (!handle(result.value)) break;
     }
   } finally {
-    await Promise.allSettled([...inFlight]);
+    // Let commands in flight finish (their answers belong before `bye`), but not forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...inFlight]),
+      new Promise((r) => timer = setTimeout(r, QUIT_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
     await node.close();
     unsubscribe();
     write(JSON.stringify({ type: "bye", ts: Date.now() }));

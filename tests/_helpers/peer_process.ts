@@ -102,7 +102,18 @@ export class PeerProcess {
     }).spawn();
     const p = new PeerProcess(name, dataDir, ownDir, child);
     if (opts.waitReady ?? true) {
-      p.ready = await p.waitFor((e) => e.type === "ready", 60_000);
+      // Fail at once if the process dies before `ready`, and never leave it behind.
+      const exited = p.#status.then((s) => {
+        throw new Error(`${name} exited with status ${s.code} before ready; stderr: ${p.stderr}`);
+      });
+      try {
+        p.ready = await Promise.race([p.waitFor((e) => e.type === "ready", 60_000), exited]);
+      } catch (e) {
+        await p.cleanup().catch(() => {});
+        throw e;
+      } finally {
+        exited.catch(() => {/* the race above reported it, or the peer is running */});
+      }
     }
     return p;
   }
@@ -218,6 +229,24 @@ export class PeerProcess {
   }
 
   async #finish(): Promise<number> {
+    // A peer that does not exit within 20 s is a bug: kill it so the suite cannot hang, and say so.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = await Promise.race([
+      this.#status.then(() => false),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 20_000)),
+    ]);
+    clearTimeout(timer);
+    if (hung) {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // exited just now
+      }
+      await this.#status;
+      await this.#writer.close().catch(() => {});
+      await this.#readers;
+      throw new Error(`${this.name} did not exit within 20 s; stderr: ${this.stderr}`);
+    }
     const status = await this.#status;
     await this.#writer.close().catch(() => {});
     await this.#readers;
