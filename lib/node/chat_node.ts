@@ -94,6 +94,16 @@ interface OutMessage {
   state: "queued" | "sent";
   /** The session this message was last written to (null: not on the current one). */
   sentOn: Session | null;
+  /**
+   * In the database. A message goes into the in-memory outbox when send() is called (so the
+   * outbox keeps the order of the calls) but is written to the peer only once stored: a crash
+   * must never leave the peer with a message that our own history lacks.
+   */
+  stored: boolean;
+  /** `sent` has been reported for it (or was, before a restart). */
+  shown: boolean;
+  /** The last write to a session: true once written, false if it failed. */
+  written: Promise<boolean> | null;
 }
 
 interface PendingKey {
@@ -172,7 +182,14 @@ export class ChatNode {
     for (const peer of this.#opts.history.outboxPeers()) {
       const box = this.#box(peer);
       for (const m of await this.#opts.history.outbox(peer)) {
-        box.set(m.id, { ...m, state: m.state === "queued" ? "queued" : "sent", sentOn: null });
+        box.set(m.id, {
+          ...m,
+          state: m.state === "queued" ? "queued" : "sent",
+          sentOn: null,
+          stored: true,
+          shown: m.state === "sent",
+          written: null,
+        });
       }
     }
     this.#acceptLoop = this.#accept();
@@ -243,46 +260,63 @@ export class ChatNode {
     if (text.length === 0) throw new NodeError("empty message");
     const record = this.resolvePeer(query);
     const fp = record.fingerprint;
+    await this.#bookSaved(fp);
+    const held = this.#heldByKeyChange(record);
+    const live = this.#sessions.get(fp)?.session;
     const msg: OutMessage = {
       id: newMessageId(),
       peer: fp,
       text,
       sentAt: Date.now(),
-      state: "queued",
+      state: live && !live.closed && !held ? "sent" : "queued",
       sentOn: null,
+      stored: false,
+      shown: false,
+      written: null,
     };
-    const held = this.#heldByKeyChange(record);
-    const live = this.#sessions.get(fp)?.session;
     const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
-    if (live && !live.closed && !held) {
-      // Fast path: store and transmit at once; `sent` once both are done.
-      msg.state = "sent";
-      msg.sentOn = live;
-      this.#box(fp).set(msg.id, msg);
-      const stored = this.#opts.history.recordOutgoing(row, "sent");
-      const written = live.sendMessage(msg.id, text, msg.sentAt).then(() => true, () => false);
-      await stored;
-      if (await written) {
-        this.#emit({ type: "sent", id: msg.id, to: record.name, fingerprint: fp });
-      } else {
-        // The session died under us: the message waits in the outbox for the next one.
-        if (msg.sentOn === live) msg.sentOn = null;
-        this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
-        this.#kick(fp);
-      }
-      return msg.id;
+    // Into the outbox at once, so that it keeps the order of the calls; out only once durable.
+    const box = this.#box(fp);
+    box.set(msg.id, msg);
+    try {
+      await this.#opts.history.recordOutgoing(row, msg.state);
+    } catch (e) {
+      box.delete(msg.id);
+      throw e;
     }
-    // Slow path: durable in the outbox first, then try to reach the peer; #flush reports `sent`.
-    await this.#opts.history.recordOutgoing(row, "queued");
-    this.#box(fp).set(msg.id, msg);
-    if (!held && (await this.#ensureSession(fp)) !== null) {
-      this.#flush(fp);
-      return msg.id;
+    msg.stored = true;
+    if (held) {
+      // Not written now: the outbox is no longer all on the session (see #flush).
+      this.#flushed.delete(fp);
+    } else {
+      // At once, before the next message's turn: #flush relies on it to keep the order.
+      this.#flush(fp, msg);
+      if (msg.sentOn === null && (await this.#ensureSession(fp)) !== null) this.#flush(fp, msg);
+      // #flush reports `sent` when the write is done.
+      if (msg.written !== null && await msg.written) return msg.id;
     }
     this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
     if (!held) this.#scheduleRetry(fp);
     return msg.id;
   }
+
+  /**
+   * Makes sure the peer book is on disk before the first message to `fp` (once per peer): the
+   * outbox names a peer by fingerprint only, and a crash right after a first contact must not
+   * leave messages for a peer whose key and address were never saved.
+   */
+  #bookSaved(fp: string): Promise<void> {
+    let saved = this.#bookSaves.get(fp);
+    if (saved === undefined) {
+      saved = this.#opts.peers.flush().catch((e) =>
+        this.#log.warn(`cannot save the peer book: ${describe(e)}`)
+      );
+      this.#bookSaves.set(fp, saved);
+    }
+    return saved;
+  }
+
+  #bookSaves = new Map<string, Promise<void>>();
 
   /**
    * Accepts `fingerprint` as the key of `name` after a key change (or pins it anew).
@@ -630,7 +664,14 @@ export class ChatNode {
     const port = heard?.port ?? record?.port;
     if (!host || !port || this.#closing) return Promise.resolve(null);
     const attempt = this.#dial(host, port, fp).then(
-      (r) => r.session,
+      (r) => {
+        // Connected while closing: close() has closed the sessions it knew of, not this one.
+        if (this.#closing) {
+          this.#track(r.session.close("closed", "bye"));
+          return null;
+        }
+        return r.session;
+      },
       (e) => {
         this.#log.info(`cannot reach ${record?.name ?? fp.slice(0, 8)}: ${describe(e)}`);
         return null;
@@ -673,28 +714,52 @@ export class ChatNode {
 
   #retryDelays = new Map<string, number>();
 
-  /** Writes every undelivered message to `fp` that is not yet on the current session. */
-  #flush(fp: string): void {
+  /**
+   * Writes to the current session with `fp`, in outbox order, every stored message not yet on
+   * it. Messages are stored in the order of the send() calls, so the first one not stored yet ends
+   * the pass: send() writes it (and each one after it) as soon as it is stored. That keeps the
+   * whole outbox on the session, so for `next` (a message just stored) only `next` itself needs
+   * writing: no scan of the outbox per message under load.
+   */
+  #flush(fp: string, next?: OutMessage): void {
     const session = this.#sessions.get(fp)?.session;
     const box = this.#outbox.get(fp);
     if (!session || session.closed || !box) return;
     this.#retryDelays.delete(fp);
-    const name = session.peerName;
+    if (next !== undefined && this.#flushed.get(fp) === session) {
+      if (next.sentOn !== session) this.#write(fp, session, next);
+      return;
+    }
     for (const m of box.values()) {
-      if (m.sentOn === session) continue;
-      m.sentOn = session;
-      session.sendMessage(m.id, m.text, m.sentAt).then(
-        () => {
-          if (m.state !== "queued") return;
+      if (!m.stored) break;
+      if (m.sentOn !== session) this.#write(fp, session, m);
+    }
+    this.#flushed.set(fp, session);
+  }
+
+  /** Per peer: the session that has every stored outbox message written to it (see #flush). */
+  #flushed = new Map<string, Session>();
+
+  #write(fp: string, session: Session, m: OutMessage): void {
+    m.sentOn = session;
+    m.written = session.sendMessage(m.id, m.text, m.sentAt).then(
+      () => {
+        if (m.state === "queued") {
           m.state = "sent";
           this.#track(this.#opts.history.setState(m.id, "sent"));
-          this.#emit({ type: "sent", id: m.id, to: name, fingerprint: fp });
-        },
-        () => {
-          if (m.sentOn === session) m.sentOn = null;
-        },
-      );
-    }
+        }
+        if (!m.shown) {
+          m.shown = true;
+          this.#emit({ type: "sent", id: m.id, to: session.peerName, fingerprint: fp });
+        }
+        return true;
+      },
+      () => {
+        if (m.sentOn === session) m.sentOn = null;
+        if (this.#flushed.get(fp) === session) this.#flushed.delete(fp);
+        return false;
+      },
+    );
   }
 
   async #onMessages(
