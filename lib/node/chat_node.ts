@@ -141,6 +141,7 @@ export class ChatNode {
   #heard = new Map<string, HeardPeer>();
   #retryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>; delay: number }>();
   #discovery: Discovery | null = null;
+  #aliveTimer: ReturnType<typeof setInterval> | undefined;
   #acceptLoop: Promise<void> = Promise.resolve();
   #tasks = new Set<Promise<unknown>>();
   #closing = false;
@@ -192,7 +193,6 @@ export class ChatNode {
         });
       }
     }
-    this.#acceptLoop = this.#accept();
     // Discovery starts before `ready` (its port must be bound first), and a reply to its first
     // announcement can arrive meanwhile: what it reports waits, so `ready` is the first event.
     let early: (() => void)[] | null = [];
@@ -212,6 +212,14 @@ export class ChatNode {
       fingerprint: this.fingerprint,
       dataDir: this.#opts.dataDir,
     });
+    // Inbound connections wait in the listen backlog until now, so `connected` follows `ready`.
+    this.#acceptLoop = this.#accept();
+    if (this.#discovery) {
+      // A connected peer is alive even when its announcements do not reach us (pings prove it).
+      this.#aliveTimer = setInterval(() => {
+        for (const fp of this.#sessions.keys()) this.#discovery?.markAlive(fp);
+      }, 1_000);
+    }
     const waiting = early;
     early = null;
     for (const f of waiting) {
@@ -425,6 +433,7 @@ export class ChatNode {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    clearInterval(this.#aliveTimer);
     for (const { timer } of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
     try {
@@ -438,8 +447,9 @@ export class ChatNode {
     for (const conn of this.#pending) conn.close();
     await Promise.allSettled(stops);
     await this.#acceptLoop;
-    await Promise.allSettled([...this.#tasks]);
-    await Promise.allSettled([...this.#sessions.values()].map((s) => s.session.done));
+    // Dials and handshakes in flight end by their own timeouts; do not wait for them all.
+    await settleWithin([...this.#tasks], CLOSE_GRACE_MS);
+    await settleWithin([...this.#sessions.values()].map((s) => s.session.done), CLOSE_GRACE_MS);
     await this.#opts.history.close();
     await this.#opts.peers.close();
   }
@@ -559,6 +569,7 @@ export class ChatNode {
     hs: HandshakeResult,
     dialed?: { host: string; port: number },
   ): Promise<{ session: Session; fresh: boolean }> {
+    if (this.#closing) throw new NodeError("shutting down");
     const fp = hs.peerKey.fingerprint;
     const host = dialed?.host ?? conn.remote.hostname;
     const port = dialed?.port ?? (hs.peerListenPort || null);
@@ -603,16 +614,14 @@ export class ChatNode {
   }
 
   /**
-   * Simultaneous connections between two peers: both sides keep the one opened by the smaller
-   * fingerprint. Otherwise the newer connection wins (the older one is likely dead).
+   * Two live sessions with one peer (both dialed at once, or a reconnect). Both ends must keep
+   * the same one, whatever order they saw them in: of two young sessions, the one with the
+   * smaller session id (a hash both ends share) stays. A session older than a few seconds is
+   * more likely dead than duplicated (the peer restarted), so then the newer one wins.
    */
   #keepExisting(previous: { session: Session; since: number }, next: Session): boolean {
-    if (Date.now() - previous.since > 2_000) return false;
-    const opener = (s: Session) => s.initiator ? this.fingerprint : s.peerFingerprint;
-    const a = opener(previous.session);
-    const b = opener(next);
-    if (a === b) return false;
-    return a < b;
+    if (Date.now() - previous.since > DUPLICATE_WINDOW_MS) return false;
+    return previous.session.id < next.id;
   }
 
   #register(session: Session): void {
@@ -649,7 +658,8 @@ export class ChatNode {
       fingerprint: fp,
       reason: reason === "bye" ? "goodbye" : reason,
     });
-    if (reason !== "bye") this.#kick(fp);
+    // Undelivered messages wait for the next session (the backoff keeps the retries cheap).
+    this.#kick(fp);
   }
 
   /** Returns the live session to `fp`, dialing its last known address if needed. */
@@ -851,9 +861,15 @@ export class ChatNode {
     return false;
   }
 
+  /**
+   * Messages to a name whose key changed wait for /trust. Not while the pinned key itself is
+   * connected: they can only ever go to that key, so holding them would protect nothing and would
+   * let anyone stall a conversation by claiming the name.
+   */
   #heldByKeyChange(record: PeerRecord): boolean {
     const pending = this.#pendingKeys.get(record.name);
-    return pending !== undefined && pending.fingerprint !== record.fingerprint;
+    if (pending === undefined || pending.fingerprint === record.fingerprint) return false;
+    return !this.#sessions.has(record.fingerprint);
   }
 
   async #moveOutbox(from: string, to: string, name: string): Promise<void> {
@@ -870,12 +886,16 @@ export class ChatNode {
         peer: to,
         state: "queued",
         sentOn: null,
+        stored: false,
+        shown: false,
+        written: null,
       };
       target.set(moved.id, moved);
       await this.#opts.history.recordOutgoing(
         { id: moved.id, peer: to, peerName: name, text: moved.text, sentAt: moved.sentAt },
         "queued",
       );
+      moved.stored = true;
       this.#emit({ type: "queued", id: moved.id, to: name, fingerprint: to });
     }
   }
@@ -971,6 +991,21 @@ export class ChatNode {
     const full = { ...event, ts: Date.now() } as NodeEvent;
     for (const l of this.#listeners) l(full);
   }
+}
+
+/** Two sessions with one peer established within this window are duplicates, not a reconnect. */
+const DUPLICATE_WINDOW_MS = 3_000;
+
+/** How long close() waits for work in flight before closing the stores anyway. */
+const CLOSE_GRACE_MS = 2_000;
+
+async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise((r) => timer = setTimeout(r, ms)),
+  ]);
+  clearTimeout(timer);
 }
 
 /**
