@@ -262,7 +262,7 @@ export class ChatNode {
    * @throws {NodeError} for an unknown or ambiguous peer, or an over-long message.
    */
   async send(query: string, text: string): Promise<string> {
-    if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
+    if (overTextLimit(text)) {
       throw new NodeError(`message too long (limit ${MAX_TEXT_BYTES} bytes)`);
     }
     if (text.length === 0) throw new NodeError("empty message");
@@ -409,8 +409,13 @@ export class ChatNode {
    * @throws {NodeError} when nothing or more than one peer matches.
    */
   resolvePeer(query: string): PeerRecord {
-    const all = this.#opts.peers.all().filter((r) => !r.retired);
     const q = query.trim();
+    // The common case, one peer with exactly that name, without copying the whole peer book.
+    const named = this.#opts.peers.byName(q);
+    if (named.length > 0 && !named[0].retired && (named.length === 1 || named[1].retired)) {
+      return named[0];
+    }
+    const all = this.#opts.peers.all().filter((r) => !r.retired);
     let matches = all.filter((r) => r.name === q);
     if (matches.length === 0) {
       matches = all.filter((r) => r.name.toLowerCase() === q.toLowerCase());
@@ -809,11 +814,13 @@ export class ChatNode {
   #onAck(session: Session, ids: string[]): void {
     const fp = session.peerFingerprint;
     const box = this.#outbox.get(fp);
+    const delivered: string[] = [];
     for (const id of ids) {
-      const m = box?.get(id);
-      if (!m) continue;
-      box!.delete(id);
-      this.#track(this.#opts.history.setState(id, "delivered"));
+      if (box?.delete(id)) delivered.push(id);
+    }
+    // One store write for the whole ACK (an ACK under load carries hundreds of ids).
+    if (delivered.length > 0) this.#track(this.#opts.history.setStates(delivered, "delivered"));
+    for (const id of delivered) {
       this.#emit({ type: "delivered", id, to: session.peerName, fingerprint: fp });
     }
     this.#discovery?.markAlive(fp);
@@ -1051,6 +1058,15 @@ function describe(e: unknown): string {
   if (e instanceof HandshakeError) return `${e.reason}: ${e.message}`;
   if (e instanceof Error) return e.message;
   return String(e);
+}
+
+const encoder = new TextEncoder();
+
+/** Is `text` over {@linkcode MAX_TEXT_BYTES} in UTF-8? Encodes it only when it might be. */
+function overTextLimit(text: string): boolean {
+  // A UTF-16 unit is at most 3 UTF-8 bytes (a surrogate pair, 2 units, is 4 bytes).
+  if (text.length * 3 <= MAX_TEXT_BYTES) return false;
+  return encoder.encode(text).length > MAX_TEXT_BYTES;
 }
 
 function toBase64(bytes: Uint8Array): string {

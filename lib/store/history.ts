@@ -137,7 +137,8 @@ type Op =
     body: Promise<Sealed>;
     done: PromiseWithResolvers<boolean>;
   }
-  | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> };
+  | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> }
+  | { kind: "states"; ids: string[]; state: MessageState; done: PromiseWithResolvers<void> };
 
 interface Batch {
   ops: Op[];
@@ -183,6 +184,7 @@ export class HistoryStore {
 
   #insert: StatementSync;
   #update: StatementSync;
+  #updateMany: StatementSync;
   #has: StatementSync;
   #seqOf: StatementSync;
   #last: StatementSync;
@@ -201,6 +203,11 @@ export class HistoryStore {
     );
     this.#update = db.prepare(
       "UPDATE messages SET state = ? WHERE id = ? AND direction = 'out'",
+    );
+    // One statement for a whole ACK: the ids travel as one JSON array parameter.
+    this.#updateMany = db.prepare(
+      `UPDATE messages SET state = ? WHERE direction = 'out'
+       AND id IN (SELECT value FROM json_each(?))`,
     );
     this.#has = db.prepare("SELECT 1 AS x FROM messages WHERE id = ?");
     this.#seqOf = db.prepare("SELECT seq FROM messages WHERE id = ?");
@@ -339,14 +346,9 @@ export class HistoryStore {
     if (this.#closed) return Promise.reject(this.#closedError());
     const bad = invalidMessage(msg);
     if (bad !== null) return Promise.reject(bad);
-    // A retransmission of a committed message: no need to encrypt it again.
-    let known: boolean;
-    try {
-      known = this.#query(() => this.#has.get(msg.id) !== undefined);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (known) return Promise.resolve(false);
+    // No lookup first: `ON CONFLICT (id) DO NOTHING` and the row count tell a duplicate (also
+    // one within the same batch). A retransmission is rare, so encrypting it again costs less
+    // than a query for every message.
     const done = Promise.withResolvers<boolean>();
     this.#enqueue({
       kind: "in",
@@ -375,6 +377,33 @@ export class HistoryStore {
     }
     const done = Promise.withResolvers<void>();
     this.#enqueue({ kind: "state", id, state, done });
+    return done.promise;
+  }
+
+  /**
+   * Changes the state of several outgoing messages at once (e.g. every id of one ACK) in one
+   * write and one statement; resolves once durable. Same rules as {@linkcode setState}: unknown
+   * ids and incoming messages are left alone, and writes apply in the order requested. An empty
+   * list resolves at once.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @throws {RangeError} when `state` is not a {@linkcode MessageState} or an id is not a string.
+   * @example
+   * ```ts
+   * await store.setStates(["m1", "m2", "m3"], "delivered");
+   * ```
+   */
+  setStates(ids: readonly string[], state: MessageState): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    if (!STATES.includes(state)) {
+      return Promise.reject(new RangeError(`unknown message state ${state}`));
+    }
+    if (!ids.every((id) => typeof id === "string")) {
+      return Promise.reject(new RangeError("message ids must be strings"));
+    }
+    if (ids.length === 0) return Promise.resolve();
+    const done = Promise.withResolvers<void>();
+    this.#enqueue({ kind: "states", ids: [...ids], state, done });
     return done.promise;
   }
 
@@ -517,7 +546,7 @@ export class HistoryStore {
   /** Commits one batch in one transaction; settles every op's promise; never throws. */
   async #commit(batch: Batch): Promise<void> {
     const tokens = await Promise.all(
-      batch.ops.map((op) => op.kind === "state" ? null : op.body),
+      batch.ops.map((op) => op.kind === "state" || op.kind === "states" ? null : op.body),
     );
     const ops: Op[] = [];
     const bodies: (string | null)[] = [];
@@ -525,9 +554,12 @@ export class HistoryStore {
       const sealed = tokens[i];
       if (sealed !== null && "error" in sealed) {
         op.done.reject(
-          new StoreError(`cannot encrypt message ${op.id}: ${message(sealed.error)}`, {
-            cause: sealed.error,
-          }),
+          new StoreError(
+            `cannot encrypt message ${"id" in op ? op.id : ""}: ${message(sealed.error)}`,
+            {
+              cause: sealed.error,
+            },
+          ),
         );
       } else {
         ops.push(op);
@@ -541,6 +573,10 @@ export class HistoryStore {
       ops.forEach((op, i) => {
         if (op.kind === "state") {
           this.#update.run(op.state, op.id);
+          results.push(undefined);
+        } else if (op.kind === "states") {
+          if (op.ids.length === 1) this.#update.run(op.state, op.ids[0]);
+          else this.#updateMany.run(op.state, JSON.stringify(op.ids));
           results.push(undefined);
         } else if (op.kind === "out") {
           this.#insert.run(

@@ -240,6 +240,52 @@ Deno.test("states change, and the outbox holds undelivered messages in insertion
   });
 });
 
+Deno.test("setStates changes many outgoing messages in one write, in request order", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      for (let i = 0; i < 5; i++) await store.recordOutgoing(out(`s${i}`, BOB, `m ${i}`), "sent");
+      await store.recordIncoming(inc("in1", BOB, "incoming"));
+      // Unknown ids and incoming messages are left alone; one id works like setState.
+      await store.setStates(["s0", "s2", "unknown-id", "in1"], "delivered");
+      await store.setStates(["s4"], "failed");
+      await store.setStates([], "delivered"); // nothing to do
+      assert.deepEqual((await store.outbox(BOB)).map((m) => m.id), ["s1", "s3"]);
+      const states = Object.fromEntries((await store.history(BOB)).map((m) => [m.id, m.state]));
+      assert.deepEqual(states, {
+        s0: "delivered",
+        s1: "sent",
+        s2: "delivered",
+        s3: "sent",
+        s4: "failed",
+        in1: "delivered",
+      });
+      // Not awaited, in one batch: applied in the order requested, the last one wins.
+      const ids = ["s1", "s3"];
+      const writes = [
+        store.setStates(ids, "delivered"),
+        store.setState("s1", "failed"),
+        store.setStates(ids, "queued"),
+      ];
+      ids.push("s0"); // the store keeps its own copy of the list
+      await Promise.all(writes);
+      assert.deepEqual(
+        (await store.outbox(BOB)).map((m) => [m.id, m.state]),
+        [["s1", "queued"], ["s3", "queued"]],
+      );
+      assert.equal((await store.history(BOB))[0].state, "delivered");
+      await assert.rejects(store.setStates(["s1"], "lost" as "sent"), RangeError);
+      await assert.rejects(store.setStates([42 as unknown as string], "sent"), RangeError);
+    } finally {
+      await store.close();
+    }
+    await assert.rejects(store.setStates(["s1"], "sent"), StoreError);
+  });
+});
+
 Deno.test("reads wait for writes requested before them", async () => {
   await withDir(async (dir) => {
     const store = await HistoryStore.open(join(dir, "chat_history.db"), {
