@@ -137,14 +137,18 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
     return true;
   };
 
-  const lines = readLines(opts.input ?? Deno.stdin.readable);
+  // Whole batches of lines per read: a script piping thousands of commands costs one await per
+  // chunk of input, not one per line.
+  const lines = readLineBatches(opts.input ?? Deno.stdin.readable);
   const stopped = opts.stop?.then(() => "stop" as const);
   try {
-    for (;;) {
+    reading: for (;;) {
       const next = lines.next();
       const result = stopped ? await Promise.race([next, stopped]) : await next;
       if (result === "stop" || result.done) break;
-      if (!handle(result.value)) break;
+      for (const line of result.value) {
+        if (!handle(line)) break reading;
+      }
     }
   } finally {
     // Let commands in flight finish (their answers belong before `bye`), but not forever.
@@ -200,16 +204,38 @@ async function execute(
  * ```
  */
 export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  let buffered = "";
+  for await (const batch of readLineBatches(stream)) yield* batch;
+}
+
+/**
+ * Splits a byte stream into lines, yielding every complete line of each chunk read as one array.
+ *
+ * @example
+ * ```ts
+ * for await (const lines of readLineBatches(Deno.stdin.readable)) console.log(lines.length);
+ * ```
+ */
+export async function* readLineBatches(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<string[]> {
+  let partial = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
+    const text = partial + chunk;
+    const batch: string[] = [];
+    let start = 0;
     let nl: number;
-    while ((nl = buffered.indexOf("\n")) >= 0) {
-      yield buffered.slice(0, nl).replace(/\r$/, "");
-      buffered = buffered.slice(nl + 1);
+    while ((nl = text.indexOf("\n", start)) >= 0) {
+      batch.push(stripCr(text.slice(start, nl)));
+      start = nl + 1;
     }
+    partial = text.slice(start);
+    if (batch.length > 0) yield batch;
   }
-  if (buffered.length > 0) yield buffered.replace(/\r$/, "");
+  if (partial.length > 0) yield [stripCr(partial)];
+}
+
+function stripCr(line: string): string {
+  return line.endsWith("\r") ? line.slice(0, -1) : line;
 }
 
 const encoder = new TextEncoder();

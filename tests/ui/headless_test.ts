@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { CommandError, parseCommand, readLineBatches, readLines } from "../../lib/ui/headless.ts";
+
+function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(c) {
+      for (const chunk of chunks) c.enqueue(chunk);
+      c.close();
+    },
+  });
+}
+
+async function collect(chunks: Uint8Array[]): Promise<string[]> {
+  const out: string[] = [];
+  for await (const line of readLines(streamOf(chunks))) out.push(line);
+  return out;
+}
+
+Deno.test("headless: commands parse", () => {
+  assert.deepEqual(parseCommand("/connect 127.0.0.1:5000"), {
+    kind: "connect",
+    address: "127.0.0.1:5000",
+  });
+  assert.deepEqual(parseCommand("/send Bob  hello   there "), {
+    kind: "send",
+    peer: "Bob",
+    text: "hello   there",
+  });
+  assert.deepEqual(parseCommand("/peers"), { kind: "peers" });
+  assert.deepEqual(parseCommand("/history Bob"), { kind: "history", peer: "Bob", limit: 50 });
+  assert.deepEqual(parseCommand("/history Bob 7"), { kind: "history", peer: "Bob", limit: 7 });
+  assert.deepEqual(parseCommand("/trust Bob abcd"), {
+    kind: "trust",
+    peer: "Bob",
+    fingerprint: "abcd",
+  });
+  assert.deepEqual(parseCommand("/quit"), { kind: "quit" });
+  assert.equal(parseCommand("   "), null);
+});
+
+Deno.test("headless: bad commands are CommandErrors", () => {
+  for (
+    const line of [
+      "hi",
+      "/nope",
+      "/send",
+      "/send Bob",
+      "/connect",
+      "/connect a b",
+      "/peers x",
+      "/history",
+      "/history Bob 0",
+      "/history Bob x",
+      "/trust Bob",
+    ]
+  ) {
+    assert.throws(() => parseCommand(line), CommandError, line);
+  }
+});
+
+Deno.test("headless: lines survive any chunking, CRLF and multi-byte characters", async () => {
+  const text = "/send Bob héllo 👋\r\n/peers\n\n/history Bob 3\n/quit";
+  const bytes = new TextEncoder().encode(text);
+  const expected = ["/send Bob héllo 👋", "/peers", "", "/history Bob 3", "/quit"];
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    assert.deepEqual(
+      await collect([bytes.slice(0, cut), bytes.slice(cut)]),
+      expected,
+      `cut ${cut}`,
+    );
+  }
+  assert.deepEqual(await collect([...bytes].map((b) => new Uint8Array([b]))), expected);
+});
+
+Deno.test("headless: a chunk of many lines comes as one batch", async () => {
+  const lines = Array.from({ length: 1000 }, (_, i) => `/send Bob ${i}`);
+  const batches: string[][] = [];
+  const stream = streamOf([new TextEncoder().encode(lines.join("\n") + "\n")]);
+  for await (const b of readLineBatches(stream)) batches.push(b);
+  assert.equal(batches.length, 1);
+  assert.deepEqual(batches[0], lines);
+});
