@@ -16,8 +16,13 @@ import { cpuSeconds, summarize } from "./stats.ts";
  *
  * @throws {Error} when they do not connect.
  */
-export async function connectedPair(): Promise<{ alice: BenchPeer; bob: BenchPeer }> {
-  const [alice, bob] = await Promise.all([BenchPeer.start("Alice"), BenchPeer.start("Bob")]);
+export async function connectedPair(
+  args: string[] = ["--no-discovery"],
+): Promise<{ alice: BenchPeer; bob: BenchPeer }> {
+  const [alice, bob] = await Promise.all([
+    BenchPeer.start("Alice", { args }),
+    BenchPeer.start("Bob", { args }),
+  ]);
   const connected = alice.next((e) => e.type === "connected" || e.type === "error");
   await alice.command(`/connect 127.0.0.1:${bob.port}`);
   const e = await connected;
@@ -59,29 +64,7 @@ export async function benchDelivery(book: FigureBook, opts: JobOptions): Promise
 
     // Latency: one message at a time, /send until its `delivered` arrives.
     const rounds = opts.quick ? 200 : 2000;
-    const warm = 50;
-    const samples: number[] = [];
-    let arrived = 0;
-    const delivered = () => {
-      let resolve!: (at: number) => void;
-      const p = new Promise<number>((r) => resolve = r);
-      const off = alice.on((e, at) => {
-        if (e.type !== "delivered") return;
-        off();
-        resolve(at);
-      });
-      return p;
-    };
-    const offMsg = bob.on((e) => e.type === "message" && arrived++);
-    for (let i = 0; i < rounds + warm; i++) {
-      const got = delivered();
-      const t = performance.now();
-      await alice.command(`/send Bob latency ${i}`);
-      const at = await got;
-      if (i >= warm) samples.push(at - t);
-    }
-    offMsg();
-    if (arrived !== rounds + warm) throw new Error(`Bob got ${arrived} of ${rounds + warm}`);
+    const samples = await measureLatency(alice, bob, rounds);
     const s = summarize(samples);
     book.add({
       id: "delivery.latency.p50",
@@ -140,6 +123,83 @@ export async function benchDelivery(book: FigureBook, opts: JobOptions): Promise
   } finally {
     await Promise.all([alice.quit(), bob.quit()]);
   }
+  await benchNormalDurability(book, opts);
+}
+
+/**
+ * The same latency and 100 B throughput with `--durability normal` (commits not fsynced: safe
+ * against a crash of p2pchat, not of the operating system), to show what the fsync costs.
+ */
+async function benchNormalDurability(book: FigureBook, opts: JobOptions): Promise<void> {
+  const { alice, bob } = await connectedPair(["--no-discovery", "--durability", "normal"]);
+  try {
+    const s = summarize(await measureLatency(alice, bob, opts.quick ? 200 : 1000));
+    book.add({
+      id: "delivery.normal.latency.p50",
+      group: "delivery",
+      label: "delivery latency p50, --durability normal",
+      value: s.p50,
+      unit: "ms",
+      ratio: ratio(s.p50, book.get("delivery.latency.p50")),
+      target: { text: "< 1 ms", met: s.p50 < 1 },
+      note: "ratio: to the default (full) durability above",
+    });
+    book.add({
+      id: "delivery.normal.latency.p99",
+      group: "delivery",
+      label: "delivery latency p99, --durability normal",
+      value: s.p99,
+      unit: "ms",
+      ratio: ratio(s.p99, book.get("delivery.latency.p99")),
+      target: { text: "< 5 ms", met: s.p99 < 5 },
+    });
+    const count = opts.quick ? 5_000 : 20_000;
+    const rate = await throughput(alice, bob, 100, count);
+    book.add({
+      id: "delivery.normal.rate.100B",
+      group: "delivery",
+      label: "sustained delivery 100 B, --durability normal",
+      value: rate,
+      unit: "msg/s",
+      ratio: ratio(rate, book.get("fernet.limit.100B")),
+      target: { text: ">= 20,000 msg/s", met: rate >= 20_000 },
+      note: `${count} messages piped at once`,
+    });
+  } finally {
+    await Promise.all([alice.quit(), bob.quit()]);
+  }
+}
+
+/** Sends one message at a time and returns each send -> delivered time (ms), after a warm-up. */
+async function measureLatency(
+  alice: BenchPeer,
+  bob: BenchPeer,
+  rounds: number,
+  warm = 50,
+): Promise<number[]> {
+  const samples: number[] = [];
+  let arrived = 0;
+  const delivered = () => {
+    let resolve!: (at: number) => void;
+    const p = new Promise<number>((r) => resolve = r);
+    const off = alice.on((e, at) => {
+      if (e.type !== "delivered") return;
+      off();
+      resolve(at);
+    });
+    return p;
+  };
+  const offMsg = bob.on((e) => e.type === "message" && arrived++);
+  for (let i = 0; i < rounds + warm; i++) {
+    const got = delivered();
+    const t = performance.now();
+    await alice.command(`/send Bob latency ${i}`);
+    const at = await got;
+    if (i >= warm) samples.push(at - t);
+  }
+  offMsg();
+  if (arrived !== rounds + warm) throw new Error(`Bob got ${arrived} of ${rounds + warm}`);
+  return samples;
 }
 
 async function throughput(

@@ -41,6 +41,8 @@ export interface PeerOptions {
   verbose: boolean;
   /** Connection limits given on the command line (the rest keep their defaults). */
   limits: PeerLimits;
+  /** `full`: every commit is fsynced (survives power loss); `normal`: survives a crash of p2pchat. */
+  durability: "full" | "normal";
 }
 
 /** Limits settable from the command line (see lib/node/chat_node.ts NodeLimits). */
@@ -105,6 +107,7 @@ export function parseCommandLine(
         "handshake-timeout": { type: "string" },
         "max-frame-size": { type: "string" },
         "idle-timeout": { type: "string" },
+        durability: { type: "string" },
         verbose: { type: "boolean", short: "v" },
         peer: { type: "string" },
         limit: { type: "string" },
@@ -141,6 +144,7 @@ export function parseCommandLine(
         "handshake-timeout",
         "max-frame-size",
         "idle-timeout",
+        "durability",
       ] as const
     ) {
       if (v[k] !== undefined) throw new UsageError(`--${k} does not apply to "history"`);
@@ -187,6 +191,7 @@ export function parseCommandLine(
     headless: v.headless ?? false,
     verbose: v.verbose ?? false,
     limits: parseLimits(v),
+    durability: parseDurability(v.durability),
   };
 }
 
@@ -214,6 +219,11 @@ function parseLimits(v: Record<string, string | boolean | undefined>): PeerLimit
     );
   }
   return limits;
+}
+
+function parseDurability(value: string | undefined): "full" | "normal" {
+  if (value === undefined || value === "full" || value === "normal") return value ?? "full";
+  throw new UsageError(`--durability must be "full" or "normal", not "${value}"`);
 }
 
 function seconds(flag: string, value: string, min: number, max: number): number {
@@ -285,6 +295,11 @@ Limits (a hostile peer costs a closed connection, never a crash):
       --handshake-timeout S  time allowed for a handshake (default 10)
       --idle-timeout S       close a session silent this long (default 45; pings every 15)
       --max-frame-size B     largest frame after authentication (default 1048576)
+
+Storage:
+      --durability full|normal  full (default): every write is fsynced and survives a power
+                             loss; normal: survives a crash of p2pchat (kill -9) but not of
+                             the operating system, and delivers with less latency
   -h, --help                 this text
   -V, --version              the version
 

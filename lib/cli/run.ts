@@ -91,6 +91,7 @@ async function runPeer(opts: PeerOptions): Promise<number> {
   try {
     history = await HistoryStore.open(`${opts.dataDir}/chat_history.db`, {
       key: identity.historyKey,
+      durable: opts.durability,
     });
     peers = await PeerBook.open(`${opts.dataDir}/peers.json`, { onWarning: (m) => log.warn(m) });
     const tcpPort = (listener.addr as Deno.NetAddr).port;

@@ -25,6 +25,7 @@ Deno.test("args: defaults", () => {
     headless: false,
     verbose: false,
     limits: {},
+    durability: "full",
   });
 });
 
@@ -57,6 +58,8 @@ Deno.test("args: every peer option", () => {
     "60",
     "--max-frame-size",
     "200000",
+    "--durability",
+    "normal",
   ], env);
   assert.equal(inv.command, "peer");
   if (inv.command !== "peer") return;
@@ -68,6 +71,7 @@ Deno.test("args: every peer option", () => {
   assert.equal(inv.discovery, false);
   assert.equal(inv.passphraseFile, "pw");
   assert.ok(inv.headless && inv.verbose);
+  assert.equal(inv.durability, "normal");
   assert.deepEqual(inv.limits, {
     maxConnections: 10,
     maxPendingPerAddress: 3,
@@ -117,6 +121,7 @@ Deno.test("args: bad input is a UsageError with a clear message", () => {
     [["history", "--name", "A", "--port", "1"], /does not apply/],
     [["--name", "A", "--max-frame-size", "10"], /--max-frame-size/],
     [["--name", "A", "--idle-timeout", "x"], /--idle-timeout/],
+    [["--name", "A", "--durability", "fast"], /--durability/],
   ];
   for (const [args, pattern] of bad) {
     assert.throws(() => parseCommandLine(args, env), (e) => {
