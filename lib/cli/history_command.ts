@@ -7,6 +7,7 @@
 import type { HistoryStore, StoredMessage } from "../store/history.ts";
 import type { PeerBook } from "../store/peers.ts";
 import type { HistoryOptions } from "./args.ts";
+import { sanitize } from "../ui/terminal/screen.ts";
 import { RuntimeError } from "./errors.ts";
 
 /** One conversation as printed with `--json`. */
@@ -89,7 +90,7 @@ export function formatHistory(dumps: ConversationDump[]): string {
     for (const m of d.messages) {
       const who = m.direction === "out" ? "me" : d.peer;
       const state = m.direction === "out" ? `  [${m.state}]` : "";
-      lines.push(`${localTime(m.sentAt)}  ${who}: ${oneLine(m.text)}${state}`);
+      lines.push(`${localTime(m.sentAt)}  ${who}: ${sanitize(m.text)}${state}`);
     }
   }
   return lines.join("\n") + "\n";
@@ -121,10 +122,4 @@ export function localTime(ms: number): string {
   const p = (n: number) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
     `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-function oneLine(text: string): string {
-  // Control characters from a peer must not drive the terminal.
-  // deno-lint-ignore no-control-regex
-  return text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "?").replace(/\n/g, "⏎ ");
 }
