@@ -6,6 +6,11 @@
 import assert from "node:assert/strict";
 import { RUN_FLAGS } from "../../../lib/cli/permissions.ts";
 import { MAIN, peerCommand, Tmux } from "./tmux.ts";
+import { hasCommand } from "../../_helpers/tools.ts";
+
+// Without tmux (a machine with only Node and npm) these are skipped; CI installs it.
+const TMUX = hasCommand("tmux", ["-V"]);
+const NO_TMUX = TMUX ? "" : " (skipped: tmux not installed)";
 
 const decoder = new TextDecoder();
 
@@ -28,7 +33,10 @@ function lastLine(screen: string): string {
   return screen.trimEnd().split("\n").at(-1) ?? "";
 }
 
-Deno.test("tmux: two peers chat through the menu; typing survives an incoming message", async () => {
+Deno.test({
+  name: "tmux: two peers chat through the menu; typing survives an incoming message" + NO_TMUX,
+  ignore: !TMUX,
+}, async () => {
   await withDirs(2, async ([dirA, dirB]) => {
     const tmux = await Tmux.start();
     try {
@@ -131,43 +139,49 @@ Deno.test("tmux: two peers chat through the menu; typing survives an incoming me
   });
 });
 
-Deno.test("tmux: colours on a terminal, none with NO_COLOR", async () => {
-  await withDirs(2, async ([dirA, dirB]) => {
-    const tmux = await Tmux.start();
-    try {
-      await tmux.spawn(
-        "plain",
-        peerCommand("Plain", { dataDir: dirA, env: { NO_COLOR: "1", FORCE_COLOR: null } }),
-      );
-      await tmux.spawn(
-        "color",
-        peerCommand("Color", { dataDir: dirB, env: { NO_COLOR: null, FORCE_COLOR: null } }),
-      );
-      for (const s of ["plain", "color"]) {
-        await tmux.waitFor(s, "p2pchat>");
-        await tmux.type(s, "/help");
-        await tmux.keys(s, "Enter");
-        await tmux.waitFor(s, "/trust [PEER] [FINGERPRINT]");
+Deno.test(
+  { name: "tmux: colours on a terminal, none with NO_COLOR" + NO_TMUX, ignore: !TMUX },
+  async () => {
+    await withDirs(2, async ([dirA, dirB]) => {
+      const tmux = await Tmux.start();
+      try {
+        await tmux.spawn(
+          "plain",
+          peerCommand("Plain", { dataDir: dirA, env: { NO_COLOR: "1", FORCE_COLOR: null } }),
+        );
+        await tmux.spawn(
+          "color",
+          peerCommand("Color", { dataDir: dirB, env: { NO_COLOR: null, FORCE_COLOR: null } }),
+        );
+        for (const s of ["plain", "color"]) {
+          await tmux.waitFor(s, "p2pchat>");
+          await tmux.type(s, "/help");
+          await tmux.keys(s, "Enter");
+          await tmux.waitFor(s, "/trust [PEER] [FINGERPRINT]");
+        }
+        const plain = await tmux.screen("plain", { escapes: true });
+        const color = await tmux.screen("color", { escapes: true });
+        assert.ok(
+          !plain.includes("\x1b["),
+          `escape codes with NO_COLOR:\n${JSON.stringify(plain)}`,
+        );
+        // The same screen without NO_COLOR has attributes: the check above can fail.
+        assert.ok(color.includes("\x1b["), "colours expected on a terminal without NO_COLOR");
+        // Ctrl-C (a key in raw mode, not a signal) quits cleanly, like q.
+        await tmux.type("plain", "half");
+        await tmux.keys("plain", "C-c");
+        await tmux.type("color", "q");
+        await tmux.keys("color", "Enter");
+        for (const s of ["plain", "color"]) {
+          assert.equal(await tmux.waitExit(s), 0);
+          await tmux.waitFor(s, /bye\n/);
+        }
+      } finally {
+        await tmux.close();
       }
-      const plain = await tmux.screen("plain", { escapes: true });
-      const color = await tmux.screen("color", { escapes: true });
-      assert.ok(!plain.includes("\x1b["), `escape codes with NO_COLOR:\n${JSON.stringify(plain)}`);
-      // The same screen without NO_COLOR has attributes: the check above can fail.
-      assert.ok(color.includes("\x1b["), "colours expected on a terminal without NO_COLOR");
-      // Ctrl-C (a key in raw mode, not a signal) quits cleanly, like q.
-      await tmux.type("plain", "half");
-      await tmux.keys("plain", "C-c");
-      await tmux.type("color", "q");
-      await tmux.keys("color", "Enter");
-      for (const s of ["plain", "color"]) {
-        assert.equal(await tmux.waitExit(s), 0);
-        await tmux.waitFor(s, /bye\n/);
-      }
-    } finally {
-      await tmux.close();
-    }
-  });
-});
+    });
+  },
+);
 
 /** Runs main.ts to completion with piped stdio (killed after a bounded wait: it must not hang). */
 async function runPiped(
