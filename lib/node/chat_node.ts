@@ -145,6 +145,14 @@ export class ChatNode {
   #acceptLoop: Promise<void> = Promise.resolve();
   #tasks = new Set<Promise<unknown>>();
   #closing = false;
+  /** Per peer: the peer book save that must finish before the first message to it. */
+  #bookSaves = new Map<string, Promise<void>>();
+  /** Per peer: the current reconnect backoff. */
+  #retryDelays = new Map<string, number>();
+  /** Per peer: the session that has every stored outbox message written to it (see #flush). */
+  #flushed = new Map<string, Session>();
+  /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
+  #clashWarned = new Set<string>();
 
   /** Our display name. */
   readonly name: string;
@@ -323,8 +331,6 @@ export class ChatNode {
     }
     return saved;
   }
-
-  #bookSaves = new Map<string, Promise<void>>();
 
   /**
    * Accepts `fingerprint` as the key of `name` after a key change (or pins it anew).
@@ -727,8 +733,6 @@ export class ChatNode {
     this.#retryTimers.set(fp, { timer, delay });
   }
 
-  #retryDelays = new Map<string, number>();
-
   /**
    * Writes to the current session with `fp`, in outbox order, every stored message not yet on
    * it. Messages are stored in the order of the send() calls, so the first one not stored yet ends
@@ -751,9 +755,6 @@ export class ChatNode {
     }
     this.#flushed.set(fp, session);
   }
-
-  /** Per peer: the session that has every stored outbox message written to it (see #flush). */
-  #flushed = new Map<string, Session>();
 
   #write(fp: string, session: Session, m: OutMessage): void {
     m.sentOn = session;
@@ -908,9 +909,6 @@ export class ChatNode {
   }
 
   // ---------------------------------------------------------------- discovery
-
-  /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
-  #clashWarned = new Set<string>();
 
   #onHeard(p: HeardPeer, up: boolean): void {
     if (this.#closing) return;
