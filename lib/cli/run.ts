@@ -62,6 +62,16 @@ export async function run(args: string[]): Promise<number> {
 async function runPeer(opts: PeerOptions): Promise<number> {
   const log = new Logger({ level: opts.verbose ? "info" : "warn" });
   await prepareDataDir(opts.dataDir);
+  const lock = await lockDataDir(opts.dataDir);
+  try {
+    return await runLockedPeer(opts, log);
+  } finally {
+    lock.close();
+  }
+}
+
+/** Runs the peer once its data directory is ours alone. */
+async function runLockedPeer(opts: PeerOptions, log: Logger): Promise<number> {
   const passphrase = await readPassphrase(opts.passphraseFile);
   let listener: Deno.TcpListener;
   try {
@@ -148,6 +158,19 @@ async function runPeer(opts: PeerOptions): Promise<number> {
     stop.dispose();
   }
   return 0;
+}
+
+/**
+ * One running peer per data directory: two would share one identity and one outbox. The lock is
+ * the operating system's, so it also goes away when a peer is killed.
+ */
+async function lockDataDir(dir: string): Promise<Deno.FsFile> {
+  const file = await Deno.open(`${dir}/.lock`, { create: true, write: true, mode: 0o600 });
+  if (!(await file.tryLock(true))) {
+    file.close();
+    throw new RuntimeError(`data directory ${dir} is in use by another running p2pchat`);
+  }
+  return file;
 }
 
 async function runHistory(opts: HistoryOptions): Promise<number> {

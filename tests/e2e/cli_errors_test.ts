@@ -116,3 +116,28 @@ Deno.test("cli: a corrupt identity key is an error, never a new identity", async
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: one running peer per data directory", async () => {
+  const first = await PeerProcess.start("Alice");
+  try {
+    const r = await runMain([
+      "--name",
+      "Alice",
+      "--port",
+      "0",
+      "--data-dir",
+      first.dataDir,
+      "--headless",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /in use by another running p2pchat/);
+    oneLine(r.stderr);
+    // The lock dies with the process, even a killed one.
+    await first.kill();
+    const again = await PeerProcess.start("Alice", { dataDir: first.dataDir });
+    assert.equal(again.fingerprint, first.fingerprint);
+    assert.equal(await again.quit(), 0);
+  } finally {
+    await first.cleanup();
+  }
+});
