@@ -24,7 +24,12 @@ export class ConnectionClosedError extends Error {
 export interface FramedConnOptions {
   /** Largest frame accepted or sent (default 1 MiB). */
   maxFrameSize?: number;
+  /** Bytes that may wait to be sent before the peer counts as not reading (default 16 MiB). */
+  maxQueuedBytes?: number;
 }
+
+/** Default {@linkcode FramedConnOptions.maxQueuedBytes}. */
+export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20;
 
 interface PendingWrite {
   payload: Uint8Array;
@@ -48,6 +53,8 @@ export class FramedConn {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #decoder: FrameDecoder;
   #maxFrameSize: number;
+  #maxQueuedBytes: number;
+  #queuedBytes = 0;
   #ready: Uint8Array[] = [];
   #pending: PendingWrite[] = [];
   #flushing = false;
@@ -64,6 +71,7 @@ export class FramedConn {
   constructor(conn: Deno.Conn, opts: FramedConnOptions = {}) {
     this.#conn = conn;
     this.#maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
+    this.#maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.#decoder = new FrameDecoder({ maxFrameSize: this.#maxFrameSize });
     this.#reader = conn.readable.getReader();
     const addr = conn.remoteAddr as Deno.NetAddr;
@@ -145,6 +153,16 @@ export class FramedConn {
         new ConnectionClosedError(`payload of ${payload.length} bytes is over the frame limit`),
       );
     }
+    if (this.#queuedBytes + payload.length > this.#maxQueuedBytes) {
+      // A peer that does not read would otherwise make us buffer without end.
+      this.close();
+      return Promise.reject(
+        new ConnectionClosedError(
+          `peer is not reading: over ${this.#maxQueuedBytes} bytes waiting to be sent`,
+        ),
+      );
+    }
+    this.#queuedBytes += payload.length;
     return new Promise((resolve, reject) => {
       this.#pending.push({ payload, resolve, reject });
       if (!this.#flushing) {
@@ -161,6 +179,8 @@ export class FramedConn {
       while (this.#pending.length > 0 && !this.#closed) {
         const batch = this.#pending;
         this.#pending = [];
+        let batchBytes = 0;
+        for (const p of batch) batchBytes += p.payload.length;
         try {
           const bytes = encodeFrames(batch.map((p) => p.payload), {
             maxFrameSize: this.#maxFrameSize,
@@ -172,6 +192,8 @@ export class FramedConn {
           const err = new ConnectionClosedError(`write failed: ${(e as Error).message}`);
           for (const p of batch) p.reject(err);
           this.close();
+        } finally {
+          this.#queuedBytes -= batchBytes;
         }
       }
     } finally {
@@ -182,7 +204,10 @@ export class FramedConn {
 
   #failPending(): void {
     const err = new ConnectionClosedError();
-    for (const p of this.#pending.splice(0)) p.reject(err);
+    for (const p of this.#pending.splice(0)) {
+      this.#queuedBytes -= p.payload.length;
+      p.reject(err);
+    }
   }
 
   /** Closes the connection; pending reads return `null`, pending writes reject. Idempotent. */

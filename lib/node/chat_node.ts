@@ -307,7 +307,13 @@ export class ChatNode {
     } else {
       // At once, before the next message's turn: #flush relies on it to keep the order.
       this.#flush(fp, msg);
-      if (msg.sentOn === null && (await this.#ensureSession(fp)) !== null) this.#flush(fp, msg);
+      if (msg.sentOn === null) {
+        // Reach the peer if we can, but answer `queued` after a few seconds (an unreachable
+        // host can take connect + handshake timeouts); a session that comes up later flushes
+        // the outbox and reports `sent` then.
+        const session = await settleWithin(this.#ensureSession(fp), SEND_WAIT_MS, null);
+        if (session !== null) this.#flush(fp, msg);
+      }
       // #flush reports `sent` when the write is done.
       if (msg.written !== null && await msg.written) return msg.id;
     }
@@ -459,8 +465,12 @@ export class ChatNode {
     await Promise.allSettled(stops);
     await this.#acceptLoop;
     // Dials and handshakes in flight end by their own timeouts; do not wait for them all.
-    await settleWithin([...this.#tasks], CLOSE_GRACE_MS);
-    await settleWithin([...this.#sessions.values()].map((s) => s.session.done), CLOSE_GRACE_MS);
+    await settleWithin(Promise.allSettled([...this.#tasks]), CLOSE_GRACE_MS, undefined);
+    await settleWithin(
+      Promise.allSettled([...this.#sessions.values()].map((s) => s.session.done)),
+      CLOSE_GRACE_MS,
+      undefined,
+    );
     await this.#opts.history.close();
     await this.#opts.peers.close();
   }
@@ -501,32 +511,34 @@ export class ChatNode {
     this.#pendingByAddress.set(host, perAddress + 1);
     const conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
     this.#pending.add(conn);
-    let hs: HandshakeResult | null = null;
+    // The address keeps its slot until the session is up or refused (READY included), so one
+    // address cannot hold more than its share of connections that never finish setting up.
     try {
-      hs = await respondHandshake(conn, this.#opts.identity, {
-        name: this.name,
-        listenPort: this.port,
-        timeoutMs: this.#limits.handshakeTimeoutMs,
-      });
-    } catch (e) {
-      this.#log.info(`handshake with ${host} failed: ${describe(e)}`);
+      let hs: HandshakeResult;
+      try {
+        hs = await respondHandshake(conn, this.#opts.identity, {
+          name: this.name,
+          listenPort: this.port,
+          timeoutMs: this.#limits.handshakeTimeoutMs,
+        });
+      } catch (e) {
+        this.#log.info(`handshake with ${host} failed: ${describe(e)}`);
+        conn.close();
+        this.#connections--;
+        return;
+      }
+      try {
+        await this.#admit(conn, hs);
+      } catch (e) {
+        this.#log.info(`session with ${host} refused: ${describe(e)}`);
+        conn.close();
+        this.#connections--;
+      }
     } finally {
       this.#pending.delete(conn);
       const n = (this.#pendingByAddress.get(host) ?? 1) - 1;
       if (n <= 0) this.#pendingByAddress.delete(host);
       else this.#pendingByAddress.set(host, n);
-    }
-    if (hs === null) {
-      conn.close();
-      this.#connections--;
-      return;
-    }
-    try {
-      await this.#admit(conn, hs);
-    } catch (e) {
-      this.#log.info(`session with ${host} refused: ${describe(e)}`);
-      conn.close();
-      this.#connections--;
     }
   }
 
@@ -537,7 +549,9 @@ export class ChatNode {
     expect?: string,
   ): Promise<{ session: Session; fresh: boolean }> {
     if (this.#closing) throw new NodeError("shutting down");
-    if (this.#connections >= this.#limits.maxConnections) {
+    // Our own dials get a reserve above the limit that inbound connections fill, so strangers
+    // filling our slots cannot stop us from reaching the peers we chose.
+    if (this.#connections >= this.#limits.maxConnections + DIAL_RESERVE) {
       throw new NodeError("too many open connections");
     }
     this.#connections++;
@@ -546,16 +560,11 @@ export class ChatNode {
       const raw = await connectWithTimeout(host, port, this.#limits.connectTimeoutMs);
       conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
       this.#pending.add(conn);
-      let hs: HandshakeResult;
-      try {
-        hs = await initiateHandshake(conn, this.#opts.identity, {
-          name: this.name,
-          listenPort: this.port,
-          timeoutMs: this.#limits.handshakeTimeoutMs,
-        });
-      } finally {
-        this.#pending.delete(conn);
-      }
+      const hs = await initiateHandshake(conn, this.#opts.identity, {
+        name: this.name,
+        listenPort: this.port,
+        timeoutMs: this.#limits.handshakeTimeoutMs,
+      });
       if (expect && hs.peerKey.fingerprint !== expect) {
         throw new NodeError(
           `${host}:${port} is now ${hs.peerName} (${hs.peerKey.fingerprint.slice(0, 16)}…), ` +
@@ -568,6 +577,9 @@ export class ChatNode {
       this.#connections--;
       if (e instanceof NodeError) throw e;
       throw new NodeError(`cannot connect to ${host}:${port}: ${describe(e)}`);
+    } finally {
+      // Pending until registered or refused: close() closes whatever is still setting up.
+      if (conn) this.#pending.delete(conn);
     }
   }
 
@@ -602,6 +614,11 @@ export class ChatNode {
     } catch (e) {
       if (e instanceof SessionError) throw new NodeError(e.message);
       throw e;
+    }
+    if (this.#closing) {
+      // READY came while we were shutting down: say goodbye instead of registering.
+      await session.close("closed", "shutting down");
+      throw new NodeError("shutting down");
     }
     this.#opts.peers.upsert({
       fingerprint: fp,
@@ -882,12 +899,12 @@ export class ChatNode {
 
   async #moveOutbox(from: string, to: string, name: string): Promise<void> {
     const box = this.#outbox.get(from);
-    if (!box || box.size === 0) return;
-    this.#outbox.delete(from);
+    if (!box) return;
     const target = this.#box(to);
-    for (const m of box.values()) {
+    // One at a time, each taken from the old key only once its copy is stored: an error (or a
+    // shutdown) part way leaves every message in exactly one outbox.
+    for (const m of [...box.values()]) {
       // A message is bound to the key it was written for: re-address it as a new message.
-      await this.#opts.history.setState(m.id, "failed");
       const moved: OutMessage = {
         ...m,
         id: newMessageId(),
@@ -898,14 +915,17 @@ export class ChatNode {
         shown: false,
         written: null,
       };
-      target.set(moved.id, moved);
       await this.#opts.history.recordOutgoing(
         { id: moved.id, peer: to, peerName: name, text: moved.text, sentAt: moved.sentAt },
         "queued",
       );
       moved.stored = true;
+      target.set(moved.id, moved);
+      box.delete(m.id);
+      await this.#opts.history.setState(m.id, "failed");
       this.#emit({ type: "queued", id: moved.id, to: name, fingerprint: to });
     }
+    if (box.size === 0) this.#outbox.delete(from);
   }
 
   // ---------------------------------------------------------------- discovery
@@ -998,19 +1018,26 @@ export class ChatNode {
   }
 }
 
+/** Connections beyond maxConnections that only our own dials may use. */
+const DIAL_RESERVE = 32;
+
 /** Two sessions with one peer established within this window are duplicates, not a reconnect. */
 const DUPLICATE_WINDOW_MS = 3_000;
 
 /** How long close() waits for work in flight before closing the stores anyway. */
 const CLOSE_GRACE_MS = 2_000;
 
-async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+/** How long send() waits for a connection before it answers `queued`. */
+const SEND_WAIT_MS = 3_000;
+
+/** Waits for `work` at most `ms`; then resolves with `late` (the work goes on). */
+async function settleWithin<T, L>(work: Promise<T>, ms: number, late: L): Promise<T | L> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.allSettled(promises),
-    new Promise((r) => timer = setTimeout(r, ms)),
-  ]);
-  clearTimeout(timer);
+  try {
+    return await Promise.race([work, new Promise<L>((r) => timer = setTimeout(() => r(late), ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

@@ -98,6 +98,7 @@ export class Session {
   #sendSeq = 0;
   #recvSeq = 0;
   #sendTail: Promise<void> = Promise.resolve();
+  #pongPending = false;
   #handlers: SessionHandlers | null = null;
   #closed = false;
   #lastSent = Date.now();
@@ -301,8 +302,13 @@ export class Session {
               this.#handlers!.onAck(frame.ids);
               break;
             case FrameType.PING:
-              this.#queue({ type: FrameType.PONG, seq: 0, sentAt: Date.now() }).catch((e) =>
-                this.#onSendError(e)
+              // One PONG answers any number of PINGs still waiting: a peer that floods pings
+              // and does not read cannot make us queue replies without end.
+              if (this.#pongPending) break;
+              this.#pongPending = true;
+              this.#queue({ type: FrameType.PONG, seq: 0, sentAt: Date.now() }).then(
+                () => this.#pongPending = false,
+                (e) => this.#onSendError(e),
               );
               break;
             case FrameType.PONG:
