@@ -226,15 +226,7 @@ export function initiateHandshake(
       new BinaryWriter(600).u8(FRAME_AUTH).bytes16(sealed).bytes16(signature).finish(),
     );
     const keys = await deriveKeys(eph.privateKey, reply.hello.ephemeral, secret, h2);
-    return {
-      peerName: reply.hello.name,
-      peerKey,
-      peerListenPort: reply.hello.listenPort,
-      sendKey: keys.initiatorToResponder,
-      recvKey: keys.responderToInitiator,
-      sessionId: h2,
-      initiator: true,
-    };
+    return outcome(reply.hello, peerKey, keys, h2, true);
   });
 }
 
@@ -292,16 +284,27 @@ export function respondHandshake(
       throw new HandshakeError("bad-secret", "key-exchange secret has the wrong size");
     }
     const keys = await deriveKeys(eph.privateKey, hello.hello.ephemeral, secret, h2);
-    return {
-      peerName: hello.hello.name,
-      peerKey,
-      peerListenPort: hello.hello.listenPort,
-      sendKey: keys.responderToInitiator,
-      recvKey: keys.initiatorToResponder,
-      sessionId: h2,
-      initiator: false,
-    };
+    return outcome(hello.hello, peerKey, keys, h2, false);
   });
+}
+
+/** The result for one role: each side sends under its own direction's key. */
+function outcome(
+  peer: Hello,
+  peerKey: PeerKey,
+  keys: { initiatorToResponder: string; responderToInitiator: string },
+  sessionId: Uint8Array,
+  initiator: boolean,
+): HandshakeResult {
+  return {
+    peerName: peer.name,
+    peerKey,
+    peerListenPort: peer.listenPort,
+    sendKey: initiator ? keys.initiatorToResponder : keys.responderToInitiator,
+    recvKey: initiator ? keys.responderToInitiator : keys.initiatorToResponder,
+    sessionId,
+    initiator,
+  };
 }
 
 /** Our side's HELLO fields with a new ephemeral key pair and nonce. */
