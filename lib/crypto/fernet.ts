@@ -12,76 +12,21 @@
  * @module
  */
 
-const VERSION = 0x80;
-const HEADER_LENGTH = 1 + 8 + 16; // version, timestamp, IV
-const HMAC_LENGTH = 32;
-const BLOCK = 16;
-/** Smallest valid token: header, one cipher block (PKCS7 always pads), HMAC. */
-const MIN_TOKEN_LENGTH = HEADER_LENGTH + BLOCK + HMAC_LENGTH;
-/** Tokens stamped more than this far in the future are refused when a TTL is checked. */
-const MAX_CLOCK_SKEW_S = 60;
-const TWO_32 = 0x1_0000_0000;
-const BASE64URL = { alphabet: "base64url" } as const;
+import {
+  encryptParams,
+  generateKey,
+  HMAC_LENGTH,
+  InvalidKeyError,
+  InvalidTokenError,
+  layOutToken,
+  parseToken,
+  splitKey,
+  timingSafeEqual,
+} from "./fernet_token.ts";
+
+export { generateKey, InvalidKeyError, InvalidTokenError };
 
 const encoder = new TextEncoder();
-
-/**
- * A token was rejected: malformed, forged, tampered, expired or stamped too far in the future.
- * {@linkcode Fernet.prototype.decrypt} rejects with this error, and only this one, for every bad
- * token. The message names the reason (it is safe to show: the HMAC is checked before anything
- * that depends on the key, so it is no padding oracle).
- *
- * @example Catching a bad token
- * ```ts
- * import { Fernet, generateKey, InvalidTokenError } from "./fernet.ts";
- * const f = await Fernet.create(generateKey());
- * try {
- *   await f.decrypt("not a token");
- * } catch (e) {
- *   if (!(e instanceof InvalidTokenError)) throw e;
- * }
- * ```
- */
-export class InvalidTokenError extends Error {
-  /** @param reason why the token was rejected */
-  constructor(reason: string) {
-    super(`invalid Fernet token: ${reason}`);
-    this.name = "InvalidTokenError";
-  }
-}
-
-/**
- * A key given to {@linkcode Fernet.create} is not base64url of exactly 32 bytes.
- *
- * @example
- * ```ts
- * import { Fernet, InvalidKeyError } from "./fernet.ts";
- * await Fernet.create("short").catch((e) => console.assert(e instanceof InvalidKeyError));
- * ```
- */
-export class InvalidKeyError extends Error {
-  /** @param reason what is wrong with the key */
-  constructor(reason: string) {
-    super(`invalid Fernet key: ${reason}`);
-    this.name = "InvalidKeyError";
-  }
-}
-
-/**
- * Makes a new random Fernet key: base64url (with padding) of 32 random bytes, the signing key
- * followed by the encryption key.
- *
- * @returns a 44-character key string
- *
- * @example
- * ```ts
- * import { Fernet, generateKey } from "./fernet.ts";
- * const fernet = await Fernet.create(generateKey());
- * ```
- */
-export function generateKey(): string {
-  return crypto.getRandomValues(new Uint8Array(32)).toBase64(BASE64URL);
-}
 
 /**
  * Encrypts and decrypts Fernet tokens under one key. The WebCrypto keys are imported once, in
@@ -119,27 +64,19 @@ export class Fernet {
    * ```
    */
   static async create(key: string): Promise<Fernet> {
-    if (typeof key !== "string") throw new InvalidKeyError("the key must be a string");
-    let raw: Uint8Array<ArrayBuffer>;
-    try {
-      raw = Uint8Array.fromBase64(key, BASE64URL);
-    } catch (cause) {
-      throw new InvalidKeyError(`not base64url (${(cause as Error).message})`);
-    }
-    if (raw.length !== 32) {
-      throw new InvalidKeyError(`it decodes to ${raw.length} bytes, expected 32`);
-    }
+    const raw = splitKey(key);
     const [signing, encryption] = await Promise.all([
       crypto.subtle.importKey(
         "raw",
-        raw.subarray(0, 16),
+        raw.signing,
         { name: "HMAC", hash: "SHA-256" },
         false,
         ["sign"],
       ),
-      crypto.subtle.importKey("raw", raw.subarray(16), "AES-CBC", false, ["encrypt", "decrypt"]),
+      crypto.subtle.importKey("raw", raw.encryption, "AES-CBC", false, ["encrypt", "decrypt"]),
     ]);
-    raw.fill(0);
+    raw.signing.fill(0);
+    raw.encryption.fill(0);
     return new Fernet(signing, encryption);
   }
 
@@ -167,28 +104,15 @@ export class Fernet {
     const plain = (typeof data === "string" ? encoder.encode(data) : data) as Uint8Array<
       ArrayBuffer
     >;
-    const now = opts?.now ?? Date.now() / 1000;
-    if (!Number.isFinite(now) || now < 0 || now > Number.MAX_SAFE_INTEGER) {
-      throw new RangeError(`now must be seconds since the epoch, got ${now}`);
-    }
-    const iv = (opts?.iv ?? crypto.getRandomValues(new Uint8Array(16))) as Uint8Array<ArrayBuffer>;
-    if (iv.length !== 16) throw new RangeError(`iv must be 16 bytes, got ${iv.length}`);
-
+    const { seconds, iv } = encryptParams(opts);
     const ciphertext = new Uint8Array(
       await crypto.subtle.encrypt({ name: "AES-CBC", iv }, this.#encryption, plain),
     );
-    const signedLength = HEADER_LENGTH + ciphertext.length;
-    const token = new Uint8Array(signedLength + HMAC_LENGTH);
-    const view = new DataView(token.buffer);
-    const seconds = Math.floor(now);
-    token[0] = VERSION;
-    view.setUint32(1, Math.floor(seconds / TWO_32));
-    view.setUint32(5, seconds >>> 0);
-    token.set(iv, 9);
-    token.set(ciphertext, HEADER_LENGTH);
+    const token = layOutToken(seconds, iv, [ciphertext]);
+    const signedLength = token.length - HMAC_LENGTH;
     const mac = await crypto.subtle.sign("HMAC", this.#signing, token.subarray(0, signedLength));
     token.set(new Uint8Array(mac), signedLength);
-    return token.toBase64(BASE64URL);
+    return token.toBase64({ alphabet: "base64url" });
   }
 
   /**
@@ -212,50 +136,18 @@ export class Fernet {
    * ```
    */
   async decrypt(token: string, opts?: { ttl?: number; now?: number }): Promise<Uint8Array> {
-    if (typeof token !== "string") throw new InvalidTokenError("not a string");
-    let bytes: Uint8Array<ArrayBuffer>;
-    try {
-      bytes = Uint8Array.fromBase64(token, BASE64URL);
-    } catch {
-      // The decoder's SyntaxError is exactly this case; its text adds nothing for the caller.
-      throw new InvalidTokenError("bad base64url");
-    }
-    if (bytes.length === 0 || bytes[0] !== VERSION) {
-      throw new InvalidTokenError("wrong version");
-    }
-    const signedLength = bytes.length - HMAC_LENGTH;
-    if (signedLength < HEADER_LENGTH) throw new InvalidTokenError("too short");
-    if ((signedLength - HEADER_LENGTH) % BLOCK !== 0) {
-      throw new InvalidTokenError("ciphertext is not a whole number of blocks");
-    }
-    if (bytes.length < MIN_TOKEN_LENGTH) throw new InvalidTokenError("too short");
-
-    const ttl = opts?.ttl;
-    if (ttl !== undefined) {
-      if (!(ttl >= 0)) throw new RangeError(`ttl must be a non-negative number, got ${ttl}`);
-      const now = Math.floor(opts?.now ?? Date.now() / 1000);
-      if (!(now >= 0)) throw new RangeError(`now must be seconds since the epoch`);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const timestamp = view.getUint32(1) * TWO_32 + view.getUint32(5);
-      if (timestamp + ttl < now) throw new InvalidTokenError("expired");
-      if (timestamp > now + MAX_CLOCK_SKEW_S) {
-        throw new InvalidTokenError("timestamp too far in the future");
-      }
-    }
-
+    const parsed = parseToken(token, opts);
     const expected = new Uint8Array(
-      await crypto.subtle.sign("HMAC", this.#signing, bytes.subarray(0, signedLength)),
+      await crypto.subtle.sign("HMAC", this.#signing, parsed.signed),
     );
-    if (!timingSafeEqual(expected, bytes.subarray(signedLength))) {
-      throw new InvalidTokenError("wrong HMAC");
-    }
+    if (!timingSafeEqual(expected, parsed.mac)) throw new InvalidTokenError("wrong HMAC");
 
     let plain: ArrayBuffer;
     try {
       plain = await crypto.subtle.decrypt(
-        { name: "AES-CBC", iv: bytes.subarray(9, HEADER_LENGTH) },
+        { name: "AES-CBC", iv: parsed.iv },
         this.#encryption,
-        bytes.subarray(HEADER_LENGTH, signedLength),
+        parsed.ciphertext,
       );
     } catch {
       // With a valid HMAC the only way AES-CBC decryption fails is bad PKCS7 padding.
@@ -263,12 +155,4 @@ export class Fernet {
     }
     return new Uint8Array(plain);
   }
-}
-
-/** Compares two equal-length byte arrays without an early exit, so timing leaks no prefix. */
-function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Fernet, InvalidTokenError } from "../crypto/fernet.ts";
+import { FernetSync, InvalidTokenError } from "../crypto/fernet_sync.ts";
 import type { PeerKey } from "../crypto/identity.ts";
 import { ConnectionClosedError, type FramedConn } from "../net/conn.ts";
 import { FrameError } from "../net/frame.ts";
@@ -93,11 +93,10 @@ export interface SessionOptions {
  */
 export class Session {
   #conn: FramedConn;
-  #send: Fernet;
-  #recv: Fernet;
+  #send: FernetSync;
+  #recv: FernetSync;
   #sendSeq = 0;
   #recvSeq = 0;
-  #sendTail: Promise<void> = Promise.resolve();
   #pongPending = false;
   #handlers: SessionHandlers | null = null;
   #closed = false;
@@ -127,8 +126,8 @@ export class Session {
   private constructor(
     conn: FramedConn,
     hs: HandshakeResult,
-    send: Fernet,
-    recv: Fernet,
+    send: FernetSync,
+    recv: FernetSync,
     opts: SessionOptions,
   ) {
     this.#conn = conn;
@@ -160,8 +159,8 @@ export class Session {
     const session = new Session(
       conn,
       hs,
-      await Fernet.create(hs.sendKey),
-      await Fernet.create(hs.recvKey),
+      new FernetSync(hs.sendKey),
+      new FernetSync(hs.recvKey),
       opts,
     );
     await session.#write({ type: FrameType.READY, seq: 0, sentAt: Date.now() });
@@ -169,7 +168,7 @@ export class Session {
     try {
       const payload = await conn.read();
       if (payload === null) throw new SessionError("peer closed before proving its session keys");
-      const frame = await session.#open(payload);
+      const frame = session.#open(payload);
       if (frame.type !== FrameType.READY) throw new SessionError("expected READY");
     } catch (e) {
       conn.close();
@@ -253,30 +252,20 @@ export class Session {
       return Promise.reject(e);
     }
     this.#sendSeq++;
-    // Sequence numbers are taken in call order; encryption may finish out of order, so each
-    // frame is handed to the connection only after the one before it was. Only the hand-over
-    // is chained, not the write itself: the connection keeps the order and coalesces a burst
-    // of frames into one system call, where waiting for each write would cost one per frame.
-    const sealed = this.#send.encrypt(plain);
-    let written: Promise<void> = Promise.resolve();
-    const handed = Promise.all([sealed, this.#sendTail]).then(([token]) => {
-      this.#lastSent = Date.now();
-      written = this.#conn.write(encoder.encode(token));
-    });
-    this.#sendTail = handed.then(
-      () => {},
-      () => {},
-    );
-    return handed.then(() => written);
+    // Encryption is synchronous and the connection keeps the order of writes (coalescing a
+    // burst of frames into one system call), so frames leave in sequence order.
+    this.#lastSent = Date.now();
+    return this.#conn.write(encoder.encode(this.#send.encrypt(plain)));
   }
 
   async #write(frame: SessionFrame): Promise<void> {
-    const token = await this.#send.encrypt(encodeSessionFrame(frame));
-    await this.#conn.write(encoder.encode(token));
+    await this.#conn.write(encoder.encode(this.#send.encrypt(encodeSessionFrame(frame))));
   }
 
-  async #open(payload: Uint8Array): Promise<SessionFrame> {
-    return this.#accept(await this.#decryptOnly(payload));
+  #open(payload: Uint8Array): SessionFrame {
+    // No TTL: order and freshness come from sequence numbers under per-session keys, not from
+    // clocks, so LAN peers with skewed clocks still talk.
+    return this.#accept(this.#recv.decrypt(decoder.decode(payload)));
   }
 
   async #readLoop(): Promise<void> {
@@ -287,12 +276,9 @@ export class Session {
           this.#finish("eof", "peer closed the connection");
           return;
         }
-        // Decrypt the whole burst concurrently, then check order one by one.
-        const plains = await Promise.allSettled(batch.map((p) => this.#decryptOnly(p)));
         const messages: IncomingMessage[] = [];
-        for (const result of plains) {
-          if (result.status === "rejected") throw result.reason;
-          const frame = this.#accept(result.value);
+        for (const payload of batch) {
+          const frame = this.#open(payload);
           if (this.#closed) return;
           switch (frame.type) {
             case FrameType.MSG:
@@ -336,12 +322,6 @@ export class Session {
         this.#finish("protocol", `session failed: ${(e as Error).stack ?? e}`);
       }
     }
-  }
-
-  async #decryptOnly(payload: Uint8Array): Promise<Uint8Array> {
-    // No TTL: order and freshness come from sequence numbers under per-session keys, not from
-    // clocks, so LAN peers with skewed clocks still talk.
-    return await this.#recv.decrypt(decoder.decode(payload));
   }
 
   #accept(plain: Uint8Array): SessionFrame {

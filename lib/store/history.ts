@@ -11,7 +11,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { Fernet, InvalidTokenError } from "../crypto/fernet.ts";
+import { FernetSync, InvalidTokenError } from "../crypto/fernet_sync.ts";
 
 /** Which way a message went: `in` was received from the peer, `out` was sent to it. */
 export type Direction = "in" | "out";
@@ -114,8 +114,6 @@ CREATE INDEX messages_outbox ON messages (peer, seq)
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-type Sealed = { token: string } | { error: unknown };
-
 type Op =
   | {
     kind: "out";
@@ -124,7 +122,8 @@ type Op =
     peerName: string;
     sentAt: number;
     state: MessageState;
-    body: Promise<Sealed>;
+    /** The text as a Fernet token under the history key. */
+    body: string;
     done: PromiseWithResolvers<void>;
   }
   | {
@@ -134,7 +133,8 @@ type Op =
     peerName: string;
     sentAt: number;
     receivedAt: number;
-    body: Promise<Sealed>;
+    /** The text as a Fernet token under the history key. */
+    body: string;
     done: PromiseWithResolvers<boolean>;
   }
   | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> }
@@ -175,7 +175,7 @@ interface Row {
  */
 export class HistoryStore {
   #db: DatabaseSync;
-  #fernet: Fernet;
+  #fernet: FernetSync;
   #path: string;
   #closed = false;
   #open: Batch | null = null;
@@ -193,7 +193,7 @@ export class HistoryStore {
   #outboxPeers: StatementSync;
   #conversations: StatementSync;
 
-  private constructor(db: DatabaseSync, fernet: Fernet, path: string) {
+  private constructor(db: DatabaseSync, fernet: FernetSync, path: string) {
     this.#db = db;
     this.#fernet = fernet;
     this.#path = path;
@@ -249,10 +249,18 @@ export class HistoryStore {
    * const store = await HistoryStore.open("chat_history.db", { key: generateKey() });
    * ```
    */
-  static async open(path: string, opts: HistoryStoreOptions): Promise<HistoryStore> {
-    let fernet: Fernet;
+  static open(path: string, opts: HistoryStoreOptions): Promise<HistoryStore> {
     try {
-      fernet = await Fernet.create(opts.key);
+      return Promise.resolve(HistoryStore.#openNow(path, opts));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  static #openNow(path: string, opts: HistoryStoreOptions): HistoryStore {
+    let fernet: FernetSync;
+    try {
+      fernet = new FernetSync(opts.key);
     } catch (e) {
       throw new StoreError(`invalid history key: ${message(e)}`, { cause: e });
     }
@@ -282,8 +290,8 @@ export class HistoryStore {
       }
       db.exec(`PRAGMA synchronous = ${opts.durable === "normal" ? "NORMAL" : "FULL"}`);
       db.exec("PRAGMA journal_size_limit = 8388608");
-      await migrate(db, fernet, { path, version });
-      await checkKey(db, fernet, path);
+      migrate(db, fernet, { path, version });
+      checkKey(db, fernet, path);
       return new HistoryStore(db, fernet, path);
     } catch (e) {
       db.close();
@@ -312,6 +320,12 @@ export class HistoryStore {
     }
     const bad = invalidMessage(msg);
     if (bad !== null) return Promise.reject(bad);
+    let body: string;
+    try {
+      body = this.#seal(msg.id, msg.text);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const done = Promise.withResolvers<void>();
     this.#enqueue({
       kind: "out",
@@ -320,7 +334,7 @@ export class HistoryStore {
       peerName: msg.peerName,
       sentAt: msg.sentAt,
       state,
-      body: this.#seal(msg.text),
+      body,
       done,
     });
     return done.promise;
@@ -346,6 +360,12 @@ export class HistoryStore {
     if (this.#closed) return Promise.reject(this.#closedError());
     const bad = invalidMessage(msg);
     if (bad !== null) return Promise.reject(bad);
+    let body: string;
+    try {
+      body = this.#seal(msg.id, msg.text);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     // No lookup first: `ON CONFLICT (id) DO NOTHING` and the row count tell a duplicate (also
     // one within the same batch). A retransmission is rare, so encrypting it again costs less
     // than a query for every message.
@@ -357,7 +377,7 @@ export class HistoryStore {
       peerName: msg.peerName,
       sentAt: msg.sentAt,
       receivedAt: msg.receivedAt,
-      body: this.#seal(msg.text),
+      body,
       done,
     });
     return done.promise;
@@ -415,7 +435,7 @@ export class HistoryStore {
    */
   async outbox(peer: string): Promise<StoredMessage[]> {
     await this.#barrier();
-    return await this.#decode(this.#query(() => this.#outbox.all(peer) as unknown as Row[]));
+    return this.#decode(this.#query(() => this.#outbox.all(peer) as unknown as Row[]));
   }
 
   /**
@@ -458,7 +478,7 @@ export class HistoryStore {
       return this.#before.all(peer, at.seq, limit) as unknown as Row[];
     });
     rows.reverse();
-    return await this.#decode(rows);
+    return this.#decode(rows);
   }
 
   /**
@@ -507,12 +527,17 @@ export class HistoryStore {
     }
   }
 
-  /** Starts encrypting at once, so bodies of a batch are encrypted while another commits. */
-  #seal(text: string): Promise<Sealed> {
-    return this.#fernet.encrypt(encoder.encode(text)).then(
-      (token) => ({ token }),
-      (error) => ({ error }),
-    );
+  /**
+   * Encrypts a body at once, when the write is requested: a batch then holds only finished rows.
+   *
+   * @throws {StoreError} when encryption fails.
+   */
+  #seal(id: string, text: string): string {
+    try {
+      return this.#fernet.encrypt(encoder.encode(text));
+    } catch (e) {
+      throw new StoreError(`cannot encrypt message ${id}: ${message(e)}`, { cause: e });
+    }
   }
 
   #enqueue(op: Op): void {
@@ -522,19 +547,15 @@ export class HistoryStore {
     this.#runner ??= Promise.resolve().then(() => this.#run());
   }
 
-  async #run(): Promise<void> {
-    try {
-      while (this.#open !== null) {
-        const batch = this.#open;
-        this.#open = null;
-        this.#committing = batch;
-        await this.#commit(batch);
-        this.#committing = null;
-        batch.settled.resolve();
-      }
-    } finally {
-      this.#runner = null;
-    }
+  #run(): void {
+    this.#runner = null;
+    const batch = this.#open;
+    if (batch === null) return;
+    this.#open = null;
+    this.#committing = batch;
+    this.#commit(batch);
+    this.#committing = null;
+    batch.settled.resolve();
   }
 
   /** Waits until the writes requested so far have been committed (or have failed). */
@@ -544,33 +565,12 @@ export class HistoryStore {
   }
 
   /** Commits one batch in one transaction; settles every op's promise; never throws. */
-  async #commit(batch: Batch): Promise<void> {
-    const tokens = await Promise.all(
-      batch.ops.map((op) => op.kind === "state" || op.kind === "states" ? null : op.body),
-    );
-    const ops: Op[] = [];
-    const bodies: (string | null)[] = [];
-    batch.ops.forEach((op, i) => {
-      const sealed = tokens[i];
-      if (sealed !== null && "error" in sealed) {
-        op.done.reject(
-          new StoreError(
-            `cannot encrypt message ${"id" in op ? op.id : ""}: ${message(sealed.error)}`,
-            {
-              cause: sealed.error,
-            },
-          ),
-        );
-      } else {
-        ops.push(op);
-        bodies.push(sealed === null ? null : sealed.token);
-      }
-    });
-    if (ops.length === 0) return;
+  #commit(batch: Batch): void {
+    const ops = batch.ops;
     const results: (boolean | undefined)[] = [];
     try {
       this.#db.exec("BEGIN IMMEDIATE");
-      ops.forEach((op, i) => {
+      for (const op of ops) {
         if (op.kind === "state") {
           this.#update.run(op.state, op.id);
           results.push(undefined);
@@ -584,7 +584,7 @@ export class HistoryStore {
             op.peer,
             op.peerName,
             "out",
-            bodies[i],
+            op.body,
             op.sentAt,
             null,
             op.state,
@@ -596,14 +596,14 @@ export class HistoryStore {
             op.peer,
             op.peerName,
             "in",
-            bodies[i],
+            op.body,
             op.sentAt,
             op.receivedAt,
             "delivered",
           );
           results.push(Number(r.changes) === 1);
         }
-      });
+      }
       this.#db.exec("COMMIT");
     } catch (e) {
       let detail = message(e);
@@ -625,11 +625,11 @@ export class HistoryStore {
     });
   }
 
-  async #decode(rows: Row[]): Promise<StoredMessage[]> {
-    return await Promise.all(rows.map(async (r) => {
+  #decode(rows: Row[]): StoredMessage[] {
+    return rows.map((r) => {
       let text: string;
       try {
-        text = decoder.decode(await this.#fernet.decrypt(r.body));
+        text = decoder.decode(this.#fernet.decrypt(r.body));
       } catch (e) {
         throw new StoreError(`cannot decrypt message ${r.id} in ${this.#path}`, { cause: e });
       }
@@ -643,7 +643,7 @@ export class HistoryStore {
         receivedAt: r.received_at,
         state: r.state,
       };
-    }));
+    });
   }
 }
 
@@ -709,17 +709,17 @@ function inTransaction(db: DatabaseSync, work: () => void): void {
 }
 
 /** Brings the schema from `version` to {@linkcode SCHEMA_VERSION}, one step per transaction. */
-async function migrate(
+function migrate(
   db: DatabaseSync,
-  fernet: Fernet,
+  fernet: FernetSync,
   opts: { path: string; version: number },
-): Promise<void> {
+): void {
   if (opts.version === 0) {
     const tables = db.prepare("SELECT count(*) AS n FROM sqlite_schema").get() as { n: number };
     if (tables.n !== 0) {
       throw new StoreError(`${opts.path} is not a p2pchat history database (no schema version)`);
     }
-    const check = await fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
+    const check = fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
     inTransaction(db, () => {
       db.exec(SCHEMA_V2);
       db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
@@ -729,7 +729,7 @@ async function migrate(
     return;
   }
   // One entry per step; each step commits its own transaction, ending with its user_version.
-  const steps: Record<number, (db: DatabaseSync, fernet: Fernet, path: string) => Promise<void>> = {
+  const steps: Record<number, (db: DatabaseSync, fernet: FernetSync, path: string) => void> = {
     1: migrate1to2,
   };
   for (let v = opts.version; v < SCHEMA_VERSION; v++) {
@@ -737,7 +737,7 @@ async function migrate(
     if (step === undefined) {
       throw new StoreError(`${opts.path}: no migration from history schema version ${v}`);
     }
-    await step(db, fernet, opts.path);
+    step(db, fernet, opts.path);
   }
 }
 
@@ -745,14 +745,14 @@ async function migrate(
  * Version 1 had no meta table (so no key check), no peer name, no received time, and the state
  * as an integer (0 queued, 1 sent, 2 delivered, 3 failed). See docs/STORAGE.md.
  */
-async function migrate1to2(db: DatabaseSync, fernet: Fernet, path: string): Promise<void> {
+function migrate1to2(db: DatabaseSync, fernet: FernetSync, path: string): void {
   // Verify the key on an existing body before stamping a key check made with it.
   const sample = db.prepare("SELECT id, body FROM messages ORDER BY rowid LIMIT 1").get() as
     | { id: string; body: string }
     | undefined;
   if (sample !== undefined) {
     try {
-      await fernet.decrypt(sample.body);
+      fernet.decrypt(sample.body);
     } catch (e) {
       if (!(e instanceof InvalidTokenError)) throw e;
       throw new StoreError(`wrong history key for ${path} (cannot decrypt message ${sample.id})`, {
@@ -760,7 +760,7 @@ async function migrate1to2(db: DatabaseSync, fernet: Fernet, path: string): Prom
       });
     }
   }
-  const check = await fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
+  const check = fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
   try {
     inTransaction(db, () => {
       db.exec("ALTER TABLE messages RENAME TO messages_v1");
@@ -785,14 +785,14 @@ async function migrate1to2(db: DatabaseSync, fernet: Fernet, path: string): Prom
   }
 }
 
-async function checkKey(db: DatabaseSync, fernet: Fernet, path: string): Promise<void> {
+function checkKey(db: DatabaseSync, fernet: FernetSync, path: string): void {
   const row = db.prepare("SELECT value FROM meta WHERE key = 'key_check'").get() as
     | { value: string }
     | undefined;
   if (row === undefined) throw new StoreError(`${path} has no key check value`);
   let plain: string;
   try {
-    plain = decoder.decode(await fernet.decrypt(row.value));
+    plain = decoder.decode(fernet.decrypt(row.value));
   } catch (e) {
     if (!(e instanceof InvalidTokenError)) throw e;
     throw new StoreError(`wrong history key for ${path}`, { cause: e });
