@@ -6,19 +6,20 @@
  *
  * Why a second engine: each WebCrypto call is a hand-off to a thread pool and back through a
  * promise. A token costs two calls, a delivered message six, and in `deno task bench` that made
- * WebCrypto the bottleneck of delivery (latency and throughput); the same work through
- * `node:crypto` is synchronous and about 2.5x cheaper in CPU per token (bench/README.md).
+ * WebCrypto the bottleneck of delivery (latency and throughput). Here a token costs one AES call
+ * and two SHA-256 calls, all synchronous (bench/README.md has the figures).
  *
  * @module
  */
 
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHmac,
-  createSecretKey,
-  type KeyObject,
-} from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, type Hash } from "node:crypto";
+
+/** What createCipheriv and createDecipheriv return: both stream through `update`. */
+type Cipher = {
+  update(data: Uint8Array): Uint8Array;
+  final(): Uint8Array;
+  setAutoPadding(on: boolean): unknown;
+};
 import {
   encryptParams,
   HMAC_LENGTH,
@@ -31,7 +32,32 @@ import {
 
 export { generateKey, InvalidKeyError, InvalidTokenError } from "./fernet_token.ts";
 
+const BLOCK = 16;
+const SHA256_BLOCK = 64;
 const encoder = new TextEncoder();
+
+/**
+ * {@linkcode FernetSync.prototype.encrypt} or `decrypt` was called after `close`: a bug of the
+ * caller, never a bad token.
+ *
+ * @example
+ * ```ts
+ * import { FernetClosedError, FernetSync, generateKey } from "./fernet_sync.ts";
+ * const f = new FernetSync(generateKey());
+ * f.close();
+ * try {
+ *   f.encrypt("late");
+ * } catch (e) {
+ *   console.assert(e instanceof FernetClosedError);
+ * }
+ * ```
+ */
+export class FernetClosedError extends Error {
+  constructor() {
+    super("this Fernet key was closed");
+    this.name = "FernetClosedError";
+  }
+}
 
 /**
  * Encrypts and decrypts Fernet tokens under one key, synchronously. Same options, same errors
@@ -43,11 +69,15 @@ const encoder = new TextEncoder();
  * const fernet = new FernetSync(generateKey());
  * const plain = fernet.decrypt(fernet.encrypt("hello"), { ttl: 60 });
  * console.log(new TextDecoder().decode(plain)); // "hello"
+ * fernet.close();
  * ```
+ *
+ * It holds two AES contexts of the runtime for its whole life: {@linkcode close} it (or declare
+ * it with `using`) when done, or they stay allocated.
  */
 export class FernetSync {
-  #signing: KeyObject;
-  #encryption: KeyObject;
+  #mac: Hmac;
+  #aes: AesCbc;
 
   /**
    * Imports a key made by `generateKey` (base64url of 32 bytes; `=` padding optional).
@@ -57,10 +87,25 @@ export class FernetSync {
    */
   constructor(key: string) {
     const raw = splitKey(key);
-    this.#signing = createSecretKey(raw.signing);
-    this.#encryption = createSecretKey(raw.encryption);
+    this.#mac = new Hmac(raw.signing);
+    this.#aes = new AesCbc(raw.encryption);
     raw.signing.fill(0);
     raw.encryption.fill(0);
+  }
+
+  /** True once {@linkcode close} was called: encrypt and decrypt then throw. */
+  get closed(): boolean {
+    return this.#aes.closed;
+  }
+
+  /** Releases the AES contexts. Idempotent. */
+  close(): void {
+    this.#aes.close();
+  }
+
+  /** Same as {@linkcode close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /**
@@ -71,22 +116,26 @@ export class FernetSync {
    *   `iv`: the 16-byte IV (default: random; set it only to reproduce test vectors)
    * @returns the token, base64url with padding
    * @throws {RangeError} when `now` is not a non-negative number or `iv` is not 16 bytes
+   * @throws {FernetClosedError} after {@linkcode close}
    *
    * @example
    * ```ts
    * import { FernetSync, generateKey } from "./fernet_sync.ts";
-   * const token = new FernetSync(generateKey()).encrypt(new Uint8Array([1, 2, 3]));
+   * using fernet = new FernetSync(generateKey());
+   * const token = fernet.encrypt(new Uint8Array([1, 2, 3]));
    * ```
    */
   encrypt(data: Uint8Array | string, opts?: { now?: number; iv?: Uint8Array }): string {
     const plain = typeof data === "string" ? encoder.encode(data) : data;
     const { seconds, iv } = encryptParams(opts);
-    const cipher = createCipheriv("aes-128-cbc", this.#encryption, iv);
-    const token = layOutToken(seconds, iv, [cipher.update(plain), cipher.final()]);
+    // PKCS7: 1 to 16 bytes of padding, each holding the padding length.
+    const padding = BLOCK - plain.length % BLOCK;
+    const padded = new Uint8Array(plain.length + padding);
+    padded.set(plain);
+    padded.fill(padding, plain.length);
+    const token = layOutToken(seconds, iv, [this.#aes.encrypt(iv, padded)]);
     const signedLength = token.length - HMAC_LENGTH;
-    const mac = createHmac("sha256", this.#signing).update(token.subarray(0, signedLength))
-      .digest();
-    token.set(mac, signedLength);
+    token.set(this.#mac.sign(token.subarray(0, signedLength)), signedLength);
     return token.toBase64({ alphabet: "base64url" });
   }
 
@@ -101,30 +150,130 @@ export class FernetSync {
    * @throws {InvalidTokenError} for every bad token: bad base64, wrong version, too short,
    *   ciphertext not whole blocks, wrong HMAC, bad padding, expired, too far in the future
    * @throws {RangeError} when `ttl` or `now` is not a non-negative number (a caller bug)
+   * @throws {FernetClosedError} after {@linkcode close}
    *
    * @example
    * ```ts
    * import { FernetSync, generateKey } from "./fernet_sync.ts";
-   * const f = new FernetSync(generateKey());
+   * using f = new FernetSync(generateKey());
    * const bytes = f.decrypt(f.encrypt("hi"), { ttl: 30 });
    * ```
    */
   decrypt(token: string, opts?: { ttl?: number; now?: number }): Uint8Array {
     const parsed = parseToken(token, opts);
-    const expected = createHmac("sha256", this.#signing).update(parsed.signed).digest();
-    if (!timingSafeEqual(expected, parsed.mac)) throw new InvalidTokenError("wrong HMAC");
-    const decipher = createDecipheriv("aes-128-cbc", this.#encryption, parsed.iv);
-    const head = decipher.update(parsed.ciphertext);
-    let tail: Uint8Array;
-    try {
-      tail = decipher.final();
-    } catch {
-      // With a valid HMAC the only way AES-CBC decryption fails is bad PKCS7 padding.
-      throw new InvalidTokenError("bad padding");
+    if (!timingSafeEqual(this.#mac.sign(parsed.signed), parsed.mac)) {
+      throw new InvalidTokenError("wrong HMAC");
     }
-    const plain = new Uint8Array(head.length + tail.length);
-    plain.set(head);
-    plain.set(tail, head.length);
-    return plain;
+    const padded = this.#aes.decrypt(parsed.iv, parsed.ciphertext);
+    // With a valid HMAC the padding is ours or the peer's bug, never an attacker's probe, so
+    // checking it byte by byte leaks nothing.
+    const padding = padded[padded.length - 1];
+    let bad = padding < 1 || padding > BLOCK;
+    for (let i = padded.length - padding; !bad && i < padded.length; i++) {
+      bad = padded[i] !== padding;
+    }
+    if (bad) throw new InvalidTokenError("bad padding");
+    return new Uint8Array(padded.buffer, padded.byteOffset, padded.length - padding);
+  }
+}
+
+/**
+ * HMAC-SHA256 (RFC 2104) with the keyed inner and outer hash states computed once: a tag then
+ * costs two copies of a SHA-256 state instead of a fresh keyed HMAC object.
+ */
+class Hmac {
+  #inner: Hash;
+  #outer: Hash;
+
+  constructor(key: Uint8Array) {
+    // Fernet signing keys are 16 bytes, shorter than a SHA-256 block: padded, never hashed.
+    const ipad = new Uint8Array(SHA256_BLOCK).fill(0x36);
+    const opad = new Uint8Array(SHA256_BLOCK).fill(0x5c);
+    for (let i = 0; i < key.length; i++) {
+      ipad[i] ^= key[i];
+      opad[i] ^= key[i];
+    }
+    this.#inner = createHash("sha256").update(ipad);
+    this.#outer = createHash("sha256").update(opad);
+    ipad.fill(0);
+    opad.fill(0);
+  }
+
+  sign(data: Uint8Array): Uint8Array {
+    const inner = this.#inner.copy().update(data).digest();
+    return this.#outer.copy().update(inner).digest();
+  }
+}
+
+/**
+ * AES-128-CBC over whole blocks with one long-lived cipher object per direction, so a token
+ * needs no new key schedule. Each object chains from the last ciphertext block it produced or
+ * consumed; XORing that block and the token's IV into the first block (before encryption, after
+ * decryption) makes every token start its chain at its own IV, as a new object would.
+ */
+class AesCbc {
+  #key: Uint8Array;
+  #encryptor!: Cipher;
+  #decryptor!: Cipher;
+  #encryptChain = new Uint8Array(BLOCK);
+  #decryptChain = new Uint8Array(BLOCK);
+  closed = false;
+
+  constructor(key: Uint8Array) {
+    this.#key = new Uint8Array(key);
+    this.#resetEncryptor();
+    this.#resetDecryptor();
+  }
+
+  /** Encrypts `padded` (whole blocks; overwritten) under `iv`. */
+  encrypt(iv: Uint8Array, padded: Uint8Array): Uint8Array {
+    if (this.closed) throw new FernetClosedError();
+    for (let i = 0; i < BLOCK; i++) padded[i] ^= iv[i] ^ this.#encryptChain[i];
+    const out = this.#encryptor.update(padded);
+    if (out.length !== padded.length) {
+      this.#resetEncryptor();
+      throw new Error(`AES-CBC returned ${out.length} bytes for ${padded.length}`);
+    }
+    this.#encryptChain.set(out.subarray(out.length - BLOCK));
+    return out;
+  }
+
+  /** Decrypts `ciphertext` (whole blocks) under `iv`; the padding is left on. */
+  decrypt(iv: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+    if (this.closed) throw new FernetClosedError();
+    const out = this.#decryptor.update(ciphertext);
+    if (out.length !== ciphertext.length) {
+      this.#resetDecryptor();
+      throw new Error(`AES-CBC returned ${out.length} bytes for ${ciphertext.length}`);
+    }
+    for (let i = 0; i < BLOCK; i++) out[i] ^= iv[i] ^ this.#decryptChain[i];
+    this.#decryptChain.set(ciphertext.subarray(ciphertext.length - BLOCK));
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    // final() ends each stream and frees its context; both hold whole blocks only, so neither
+    // has anything left to return or a padding to check.
+    this.#encryptor.final();
+    this.#decryptor.final();
+    this.#key.fill(0);
+  }
+
+  // An object that returned fewer bytes than it was given (never seen) holds a block back and
+  // its chaining value is unknown: it is replaced.
+  #resetEncryptor(): void {
+    this.#encryptor?.final();
+    this.#encryptor = createCipheriv("aes-128-cbc", this.#key, new Uint8Array(BLOCK));
+    this.#encryptor.setAutoPadding(false);
+    this.#encryptChain.fill(0);
+  }
+
+  #resetDecryptor(): void {
+    this.#decryptor?.final();
+    this.#decryptor = createDecipheriv("aes-128-cbc", this.#key, new Uint8Array(BLOCK));
+    this.#decryptor.setAutoPadding(false);
+    this.#decryptChain.fill(0);
   }
 }

@@ -172,6 +172,7 @@ export class Session {
       if (frame.type !== FrameType.READY) throw new SessionError("expected READY");
     } catch (e) {
       conn.close();
+      session.#closeKeys();
       if (e instanceof SessionError) throw e;
       throw new SessionError(`session setup failed: ${(e as Error).message}`);
     } finally {
@@ -278,8 +279,9 @@ export class Session {
         }
         const messages: IncomingMessage[] = [];
         for (const payload of batch) {
-          const frame = this.#open(payload);
+          // A handler of an earlier frame may have closed the session (and its keys).
           if (this.#closed) return;
+          const frame = this.#open(payload);
           switch (frame.type) {
             case FrameType.MSG:
               messages.push({ id: frame.id, text: frame.text, sentAt: frame.sentAt });
@@ -363,11 +365,17 @@ export class Session {
     this.#finish("eof", `write failed: ${(e as Error).message ?? e}`);
   }
 
+  #closeKeys(): void {
+    this.#send.close();
+    this.#recv.close();
+  }
+
   #finish(reason: CloseReason, detail: string): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
     this.#conn.close();
+    this.#closeKeys();
     this.#handlers?.onClose(reason, detail);
   }
 }

@@ -264,11 +264,17 @@ export class HistoryStore {
     } catch (e) {
       throw new StoreError(`invalid history key: ${message(e)}`, { cause: e });
     }
-    createPrivateFile(path);
+    try {
+      createPrivateFile(path);
+    } catch (e) {
+      fernet.close();
+      throw e;
+    }
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path);
     } catch (e) {
+      fernet.close();
       throw new StoreError(`cannot open history database ${path}: ${message(e)}`, { cause: e });
     }
     try {
@@ -295,6 +301,7 @@ export class HistoryStore {
       return new HistoryStore(db, fernet, path);
     } catch (e) {
       db.close();
+      fernet.close();
       if (e instanceof StoreError) throw e;
       throw new StoreError(`cannot use history database ${path}: ${message(e)}`, { cause: e });
     }
@@ -510,6 +517,7 @@ export class HistoryStore {
     this.#closed = true;
     await this.#runner;
     this.#db.close();
+    this.#fernet.close();
   }
 
   #closedError(): StoreError {

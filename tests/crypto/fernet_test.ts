@@ -67,15 +67,22 @@ interface Cipher {
 interface Engine {
   name: string;
   create(key: string): Promise<Cipher>;
+  /** Releases what the instances made during one test hold (the sync engine's AES contexts). */
+  closeAll(): void;
 }
 
+/** Instances of the sync engine made by the running test, closed when it ends. */
+const open: sync.FernetSync[] = [];
+
 const ENGINES: Engine[] = [
-  { name: "WebCrypto", create: (key) => Fernet.create(key) },
+  { name: "WebCrypto", create: (key) => Fernet.create(key), closeAll: () => {} },
   {
     name: "node:crypto (sync)",
+    closeAll: () => open.splice(0).forEach((f) => f.close()),
     // deno-lint-ignore require-await -- the constructor's throw must become a rejection
     create: async (key) => {
       const f = new sync.FernetSync(key);
+      open.push(f);
       return {
         // deno-lint-ignore require-await -- same: sync throws become rejections
         encrypt: async (data, opts) => f.encrypt(data, opts),
@@ -100,8 +107,19 @@ async function assertInvalid(
   });
 }
 
+/** A test of one engine; what it opened is closed after it, whatever the outcome. */
+function engineTest(engine: Engine, name: string, fn: () => Promise<void> | void): void {
+  Deno.test(`${engine.name}: ${name}`, async () => {
+    try {
+      await fn();
+    } finally {
+      engine.closeAll();
+    }
+  });
+}
+
 for (const engine of ENGINES) {
-  Deno.test(`${engine.name}: spec vectors: generate.json byte for byte`, async () => {
+  engineTest(engine, `spec vectors: generate.json byte for byte`, async () => {
     const vectors = await loadVectors("generate.json");
     assert.ok(vectors.length > 0);
     for (const v of vectors) {
@@ -111,7 +129,7 @@ for (const engine of ENGINES) {
     }
   });
 
-  Deno.test(`${engine.name}: spec vectors: verify.json`, async () => {
+  engineTest(engine, `spec vectors: verify.json`, async () => {
     const vectors = await loadVectors("verify.json");
     assert.ok(vectors.length > 0);
     for (const v of vectors) {
@@ -121,18 +139,22 @@ for (const engine of ENGINES) {
     }
   });
 
-  Deno.test(`${engine.name}: spec vectors: every invalid.json token is rejected with InvalidTokenError`, async () => {
-    const vectors = await loadVectors("invalid.json");
-    assert.ok(vectors.length >= 8);
-    for (const v of vectors) {
-      const f = await engine.create(v.secret);
-      await assert.rejects(
-        f.decrypt(v.token, { ttl: v.ttl_sec, now: seconds(v.now) }),
-        InvalidTokenError,
-        v.desc,
-      );
-    }
-  });
+  engineTest(
+    engine,
+    `spec vectors: every invalid.json token is rejected with InvalidTokenError`,
+    async () => {
+      const vectors = await loadVectors("invalid.json");
+      assert.ok(vectors.length >= 8);
+      for (const v of vectors) {
+        const f = await engine.create(v.secret);
+        await assert.rejects(
+          f.decrypt(v.token, { ttl: v.ttl_sec, now: seconds(v.now) }),
+          InvalidTokenError,
+          v.desc,
+        );
+      }
+    },
+  );
 
   // One test per invalid-token class, each crafted so that only that one thing is wrong.
 
@@ -144,14 +166,14 @@ for (const engine of ENGINES) {
     return { f, token: await f.encrypt(plaintext, { now: NOW }) };
   };
 
-  Deno.test(`${engine.name}: invalid token: bad base64`, async () => {
+  engineTest(engine, `invalid token: bad base64`, async () => {
     const { f, token } = await validToken();
     await assertInvalid(f, "%%%%" + token.slice(4), /base64/);
     await assertInvalid(f, token.replaceAll("-", "+").replaceAll("_", "/") + "+/", /base64/);
     await assertInvalid(f, token.slice(0, 1), /base64/);
   });
 
-  Deno.test(`${engine.name}: invalid token: wrong version`, async () => {
+  engineTest(engine, `invalid token: wrong version`, async () => {
     const { f, token } = await validToken();
     const bytes = raw(token);
     const body = bytes.slice(0, bytes.length - 32);
@@ -160,7 +182,7 @@ for (const engine of ENGINES) {
     await assertInvalid(f, "", /version/);
   });
 
-  Deno.test(`${engine.name}: invalid token: too short`, async () => {
+  engineTest(engine, `invalid token: too short`, async () => {
     const { f, token } = await validToken();
     const bytes = raw(token);
     // Header and HMAC but no ciphertext block: valid HMAC, still too short.
@@ -168,14 +190,14 @@ for (const engine of ENGINES) {
     await assertInvalid(f, b64(bytes.slice(0, 9)), /too short/);
   });
 
-  Deno.test(`${engine.name}: invalid token: ciphertext not a whole number of blocks`, async () => {
+  engineTest(engine, `invalid token: ciphertext not a whole number of blocks`, async () => {
     const { f, token } = await validToken("a message longer than one block");
     const bytes = raw(token);
     const body = bytes.slice(0, bytes.length - 32 - 1); // drop one ciphertext byte
     await assertInvalid(f, await seal(KEY, body), /whole number of blocks/);
   });
 
-  Deno.test(`${engine.name}: invalid token: wrong HMAC`, async () => {
+  engineTest(engine, `invalid token: wrong HMAC`, async () => {
     const { f, token } = await validToken();
     const bytes = raw(token);
     bytes[bytes.length - 1] ^= 1;
@@ -187,7 +209,7 @@ for (const engine of ENGINES) {
     await assertInvalid(other, token, /HMAC/);
   });
 
-  Deno.test(`${engine.name}: invalid token: bad padding under a valid HMAC`, async () => {
+  engineTest(engine, `invalid token: bad padding under a valid HMAC`, async () => {
     // Encrypt one block whose last byte is 0 (never valid PKCS7), then drop the padding block that
     // WebCrypto appended: the remaining block decrypts to bad padding.
     const encryption = await crypto.subtle.importKey(
@@ -214,32 +236,32 @@ for (const engine of ENGINES) {
     await assertInvalid(f, await seal(KEY, body), /padding/);
   });
 
-  Deno.test(`${engine.name}: invalid token: expired TTL`, async () => {
+  engineTest(engine, `invalid token: expired TTL`, async () => {
     const { f, token } = await validToken();
     assert.equal(text(await f.decrypt(token, { ttl: 60, now: NOW + 60 })), "hello");
     await assertInvalid(f, token, /expired/, { ttl: 60, now: NOW + 61 });
     await assertInvalid(f, token, /expired/, { ttl: 0, now: NOW + 1 });
   });
 
-  Deno.test(`${engine.name}: invalid token: timestamp more than 60 s in the future`, async () => {
+  engineTest(engine, `invalid token: timestamp more than 60 s in the future`, async () => {
     const { f, token } = await validToken();
     assert.equal(text(await f.decrypt(token, { ttl: 60, now: NOW - 60 })), "hello");
     await assertInvalid(f, token, /future/, { ttl: 60, now: NOW - 61 });
   });
 
-  Deno.test(`${engine.name}: decrypt without ttl does no time checks`, async () => {
+  engineTest(engine, `decrypt without ttl does no time checks`, async () => {
     const { f, token } = await validToken();
     assert.equal(text(await f.decrypt(token)), "hello");
     assert.equal(text(await f.decrypt(token, { now: 0 })), "hello");
   });
 
-  Deno.test(`${engine.name}: decrypt accepts a token without '=' padding`, async () => {
+  engineTest(engine, `decrypt accepts a token without '=' padding`, async () => {
     const { f, token } = await validToken();
     assert.ok(token.endsWith("="));
     assert.equal(text(await f.decrypt(token.replace(/=+$/, ""))), "hello");
   });
 
-  Deno.test(`${engine.name}: round trips at block-boundary and large sizes`, async () => {
+  engineTest(engine, `round trips at block-boundary and large sizes`, async () => {
     const f = await engine.create(generateKey());
     for (const size of [0, 1, 15, 16, 17, 4096, 70000]) {
       const data = new Uint8Array(size);
@@ -252,7 +274,7 @@ for (const engine of ENGINES) {
     }
   });
 
-  Deno.test(`${engine.name}: round trips with random keys and messages`, async () => {
+  engineTest(engine, `round trips with random keys and messages`, async () => {
     for (let i = 0; i < 50; i++) {
       const key = generateKey();
       assert.equal(raw(key).length, 32);
@@ -266,7 +288,7 @@ for (const engine of ENGINES) {
     }
   });
 
-  Deno.test(`${engine.name}: string plaintext is UTF-8 and the timestamp is recorded`, async () => {
+  engineTest(engine, `string plaintext is UTF-8 and the timestamp is recorded`, async () => {
     const f = await engine.create(generateKey());
     const token = await f.encrypt("héllo ✓", { now: 2 ** 40 + 5.9 });
     assert.equal(text(await f.decrypt(token)), "héllo ✓");
@@ -275,13 +297,13 @@ for (const engine of ENGINES) {
     assert.equal(view.getUint32(5), 5);
   });
 
-  Deno.test(`${engine.name}: generateKey makes distinct 44-character padded base64url keys`, () => {
+  engineTest(engine, `generateKey makes distinct 44-character padded base64url keys`, () => {
     const a = generateKey();
     assert.match(a, /^[A-Za-z0-9_-]{43}=$/);
     assert.notEqual(a, generateKey());
   });
 
-  Deno.test(`${engine.name}: a malformed key is InvalidKeyError`, async () => {
+  engineTest(engine, `a malformed key is InvalidKeyError`, async () => {
     for (const bad of ["", "short", "%%%%" + KEY.slice(4), KEY.slice(0, -4), KEY + "AAAA"]) {
       await assert.rejects(engine.create(bad), InvalidKeyError, JSON.stringify(bad));
     }
@@ -289,7 +311,7 @@ for (const engine of ENGINES) {
     await engine.create(KEY.replace(/=$/, ""));
   });
 
-  Deno.test(`${engine.name}: encrypt refuses a bad IV or time`, async () => {
+  engineTest(engine, `encrypt refuses a bad IV or time`, async () => {
     const f = await engine.create(KEY);
     await assert.rejects(f.encrypt("x", { iv: new Uint8Array(15) }), RangeError);
     await assert.rejects(f.encrypt("x", { now: -1 }), RangeError);
@@ -300,7 +322,7 @@ for (const engine of ENGINES) {
 Deno.test("both engines make and read each other's tokens, byte for byte", async () => {
   const key = generateKey();
   const web = await Fernet.create(key);
-  const node = new sync.FernetSync(key);
+  using node = new sync.FernetSync(key);
   for (const size of [0, 1, 15, 16, 17, 100, 4096, 70000]) {
     const data = new Uint8Array(size).map((_, i) => i * 7);
     const iv = crypto.getRandomValues(new Uint8Array(16));
@@ -320,4 +342,25 @@ Deno.test("FernetSync answers synchronously and throws the same error classes", 
   assert.equal(text(f.decrypt(token)), "now");
   assert.throws(() => f.decrypt(token.slice(0, -8)), InvalidTokenError);
   assert.throws(() => new sync.FernetSync("short"), InvalidKeyError);
+  f.close();
+  assert.ok(f.closed);
+  assert.throws(() => f.encrypt("late"), sync.FernetClosedError);
+  assert.throws(() => f.decrypt(token), sync.FernetClosedError);
+  f.close();
+});
+
+Deno.test("FernetSync: tokens of one instance are independent (the AES chain restarts at each IV)", () => {
+  using f = new sync.FernetSync(generateKey());
+  const data = new Uint8Array(48).fill(1);
+  const iv = new Uint8Array(16).fill(2);
+  const first = f.encrypt(data, { now: 5, iv });
+  // Tokens in between advance the long-lived AES objects' chains in both directions.
+  for (let i = 0; i < 3; i++) f.decrypt(f.encrypt(new Uint8Array(i * 17)));
+  assert.equal(f.encrypt(data, { now: 5, iv }), first);
+  // A token that fails its HMAC never reaches AES; the next good one still decrypts.
+  const bad = raw(first);
+  bad[40] ^= 1;
+  assert.throws(() => f.decrypt(b64(bad)), InvalidTokenError);
+  assert.deepEqual(f.decrypt(first), data);
+  assert.deepEqual(f.decrypt(first), data);
 });
