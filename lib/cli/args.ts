@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { isValidName } from "../protocol/handshake.ts";
+import { MAX_SESSION_FRAME_BYTES } from "../protocol/messages.ts";
 
 /** The program's version. */
 export const VERSION = "0.1.0";
@@ -214,7 +215,7 @@ function parseLimits(v: Record<string, string | boolean | undefined>): PeerLimit
     limits.maxFrameSize = integer(
       "--max-frame-size",
       str("max-frame-size")!,
-      65_536 + 512,
+      MAX_SESSION_FRAME_BYTES,
       64 << 20,
     );
   }

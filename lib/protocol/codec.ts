@@ -59,6 +59,14 @@ export class BinaryWriter {
     return this;
   }
 
+  /** Writes an unsigned 32-bit integer. */
+  u32(v: number): this {
+    this.#room(4);
+    this.#view.setUint32(this.#at, v);
+    this.#at += 4;
+    return this;
+  }
+
   /** Writes a non-negative safe integer as an unsigned 64-bit integer. */
   u64(v: number): this {
     this.#room(8);
@@ -137,6 +145,14 @@ export class BinaryReader {
     this.#need(2);
     const v = this.#view.getUint16(this.#at);
     this.#at += 2;
+    return v;
+  }
+
+  /** Reads an unsigned 32-bit integer. @throws {DecodeError} when truncated. */
+  u32(): number {
+    this.#need(4);
+    const v = this.#view.getUint32(this.#at);
+    this.#at += 4;
     return v;
   }
 

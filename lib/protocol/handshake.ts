@@ -1,5 +1,5 @@
 /**
- * The p2pchat handshake (protocol version 1): mutual authentication with the RSA identity keys,
+ * The p2pchat handshake (protocol version 2): mutual authentication with the RSA identity keys,
  * forward secrecy from ephemeral X25519 keys, and one Fernet key per direction.
  *
  * ```
@@ -22,7 +22,7 @@ import { type Identity, importPeerKey, type PeerKey } from "../crypto/identity.t
 import { BinaryReader, BinaryWriter, DecodeError, toUtf8 } from "./codec.ts";
 
 /** Protocol version spoken by this build. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Default time limit for a whole handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -1,11 +1,17 @@
 /**
- * The plaintext inside every session frame (protocol version 1). Pure code.
+ * The plaintext inside every session frame (protocol version 2). Pure code.
  *
  * ```
  * u8 type | u64 seq | u64 sentAt (ms) | type-specific body
- *   READY: empty            MSG: 16-byte id, UTF-8 text     ACK: n x 16-byte ids
- *   PING / PONG: empty      BYE: UTF-8 reason
+ *   READY: empty
+ *   MSG:   u16 n | n x (16-byte id | u64 sentAt (ms) | u32 length | UTF-8 text)
+ *   ACK:   n x 16-byte ids
+ *   PING / PONG: empty
+ *   BYE:   UTF-8 reason
  * ```
+ *
+ * A MSG frame carries a batch: every message the sender had ready at once, so that under load one
+ * Fernet token (one encryption, one decryption, one HMAC) serves many messages.
  *
  * @module
  */
@@ -16,8 +22,38 @@ import { BinaryReader, BinaryWriter, DecodeError, fromHex, toHex, toUtf8, utf8 }
 export const MAX_TEXT_BYTES = 64 * 1024;
 /** Largest number of ids in one ACK frame. */
 export const MAX_ACK_IDS = 4096;
+/** Largest number of messages in one MSG frame. */
+export const MAX_BATCH_MESSAGES = 1024;
+/**
+ * A MSG frame's messages stop at this many encoded bytes; a single message may exceed it (up to
+ * {@linkcode MAX_TEXT_BYTES} of text), but it then travels alone.
+ */
+export const BATCH_BYTES = 64 * 1024;
 /** Length of a message id in bytes (shown as 32 hex digits). */
 export const MESSAGE_ID_BYTES = 16;
+
+const FRAME_HEADER_BYTES = 1 + 8 + 8;
+const ENTRY_HEADER_BYTES = MESSAGE_ID_BYTES + 8 + 4;
+/** The largest session frame plaintext: one message of the largest text, alone in its MSG. */
+const MAX_PLAINTEXT_BYTES = FRAME_HEADER_BYTES + 2 + ENTRY_HEADER_BYTES + MAX_TEXT_BYTES;
+
+/**
+ * Length of the largest session frame on the wire: the Fernet token (base64url of version,
+ * timestamp, IV, PKCS7-padded ciphertext and HMAC) of the largest plaintext. A frame size limit
+ * below it could not carry every message.
+ */
+export const MAX_SESSION_FRAME_BYTES = 4 *
+  Math.ceil((1 + 8 + 16 + 16 * (Math.floor(MAX_PLAINTEXT_BYTES / 16) + 1) + 32) / 3);
+
+/** One chat message as it travels in a MSG frame. */
+export interface ChatMessage {
+  /** 32 lowercase hex digits (see {@linkcode newMessageId}). */
+  id: string;
+  /** The text, at most {@linkcode MAX_TEXT_BYTES} of UTF-8. */
+  text: string;
+  /** When it was written, ms since the epoch. */
+  sentAt: number;
+}
 
 /** Session frame types. */
 export const FrameType = {
@@ -32,7 +68,7 @@ export const FrameType = {
 /** One decoded session frame. */
 export type SessionFrame =
   | { type: typeof FrameType.READY; seq: number; sentAt: number }
-  | { type: typeof FrameType.MSG; seq: number; sentAt: number; id: string; text: string }
+  | { type: typeof FrameType.MSG; seq: number; sentAt: number; messages: ChatMessage[] }
   | { type: typeof FrameType.ACK; seq: number; sentAt: number; ids: string[] }
   | { type: typeof FrameType.PING; seq: number; sentAt: number }
   | { type: typeof FrameType.PONG; seq: number; sentAt: number }
@@ -75,11 +111,12 @@ export function encodeSessionFrame(frame: SessionFrame): Uint8Array {
   const w = new BinaryWriter(64).u8(frame.type).u64(frame.seq).u64(frame.sentAt);
   switch (frame.type) {
     case FrameType.MSG: {
-      const text = toUtf8(frame.text);
-      if (text.length > MAX_TEXT_BYTES) {
-        throw new RangeError(`message is ${text.length} bytes; the limit is ${MAX_TEXT_BYTES}`);
+      const n = frame.messages.length;
+      if (n === 0 || n > MAX_BATCH_MESSAGES) {
+        throw new RangeError(`a MSG carries 1 to ${MAX_BATCH_MESSAGES} messages, not ${n}`);
       }
-      w.raw(idBytes(frame.id)).raw(text);
+      w.u16(n);
+      for (const m of frame.messages) w.raw(encodeChatMessage(m));
       break;
     }
     case FrameType.ACK:
@@ -112,10 +149,18 @@ export function decodeSessionFrame(bytes: Uint8Array): SessionFrame {
       r.end();
       return { type, seq, sentAt };
     case FrameType.MSG: {
-      const id = toHex(r.raw(MESSAGE_ID_BYTES));
-      const body = r.rest();
-      if (body.length > MAX_TEXT_BYTES) throw new DecodeError("message text too long");
-      return { type, seq, sentAt, id, text: utf8(body) };
+      const n = r.u16();
+      if (n === 0 || n > MAX_BATCH_MESSAGES) throw new DecodeError(`bad MSG count ${n}`);
+      const messages: ChatMessage[] = [];
+      for (let i = 0; i < n; i++) {
+        const id = toHex(r.raw(MESSAGE_ID_BYTES));
+        const messageSentAt = r.u64();
+        const length = r.u32();
+        if (length > MAX_TEXT_BYTES) throw new DecodeError("message text too long");
+        messages.push({ id, text: utf8(r.raw(length)), sentAt: messageSentAt });
+      }
+      r.end();
+      return { type, seq, sentAt, messages };
     }
     case FrameType.ACK: {
       const n = r.remaining / MESSAGE_ID_BYTES;
@@ -128,6 +173,82 @@ export function decodeSessionFrame(bytes: Uint8Array): SessionFrame {
       return { type, seq, sentAt, reason: utf8(r.rest()) };
     default:
       throw new DecodeError(`unknown frame type ${type}`);
+  }
+}
+
+/**
+ * Encodes one message as it sits in a MSG frame (id, time, length, text); what
+ * {@linkcode MessageBatch} collects.
+ *
+ * @throws {RangeError} for a bad id, a bad time or a text over {@linkcode MAX_TEXT_BYTES}.
+ * @example
+ * ```ts
+ * const entry = encodeChatMessage({ id: newMessageId(), text: "hi", sentAt: Date.now() });
+ * ```
+ */
+export function encodeChatMessage(m: ChatMessage): Uint8Array {
+  const text = toUtf8(m.text);
+  if (text.length > MAX_TEXT_BYTES) {
+    throw new RangeError(`message is ${text.length} bytes; the limit is ${MAX_TEXT_BYTES}`);
+  }
+  if (!Number.isSafeInteger(m.sentAt) || m.sentAt < 0) {
+    throw new RangeError(`message time must be ms since the epoch, not ${m.sentAt}`);
+  }
+  return new BinaryWriter(ENTRY_HEADER_BYTES + text.length).raw(idBytes(m.id)).u64(m.sentAt)
+    .u32(text.length).raw(text).finish();
+}
+
+/**
+ * Collects encoded messages (from {@linkcode encodeChatMessage}) for one MSG frame, up to
+ * {@linkcode MAX_BATCH_MESSAGES} messages and {@linkcode BATCH_BYTES} (a larger message fits
+ * only into an empty batch).
+ *
+ * @example
+ * ```ts
+ * const batch = new MessageBatch();
+ * const entry = encodeChatMessage({ id: newMessageId(), text: "hi", sentAt: Date.now() });
+ * if (batch.fits(entry)) batch.add(entry);
+ * const plain = batch.encode(1, Date.now()); // decodeSessionFrame(plain).messages
+ * ```
+ */
+export class MessageBatch {
+  #entries: Uint8Array[] = [];
+  #bytes = 0;
+
+  /** Number of messages collected. */
+  get length(): number {
+    return this.#entries.length;
+  }
+
+  /** Would `entry` still fit? (Always, into an empty batch.) */
+  fits(entry: Uint8Array): boolean {
+    if (this.#entries.length === 0) return true;
+    return this.#entries.length < MAX_BATCH_MESSAGES && this.#bytes + entry.length <= BATCH_BYTES;
+  }
+
+  /**
+   * Adds an encoded message.
+   *
+   * @throws {RangeError} when it does not fit (check {@linkcode fits} first).
+   */
+  add(entry: Uint8Array): void {
+    if (!this.fits(entry)) throw new RangeError("the message does not fit into this batch");
+    this.#entries.push(entry);
+    this.#bytes += entry.length;
+  }
+
+  /**
+   * The plaintext of the MSG frame carrying the batch.
+   *
+   * @throws {RangeError} when the batch is empty.
+   */
+  encode(seq: number, sentAt: number): Uint8Array {
+    const n = this.#entries.length;
+    if (n === 0) throw new RangeError("an empty batch is no MSG frame");
+    const w = new BinaryWriter(FRAME_HEADER_BYTES + 2 + this.#bytes)
+      .u8(FrameType.MSG).u64(seq).u64(sentAt).u16(n);
+    for (const entry of this.#entries) w.raw(entry);
+    return w.finish();
   }
 }
 

@@ -16,8 +16,11 @@ import { DecodeError, toHex } from "./codec.ts";
 import type { HandshakeResult } from "./handshake.ts";
 import {
   decodeSessionFrame,
+  encodeChatMessage,
   encodeSessionFrame,
   FrameType,
+  MAX_ACK_IDS,
+  MessageBatch,
   type SessionFrame,
 } from "./messages.ts";
 
@@ -98,6 +101,9 @@ export class Session {
   #sendSeq = 0;
   #recvSeq = 0;
   #pongPending = false;
+  /** Messages waiting for the end of the current task, to leave together in one MSG frame. */
+  #batch: MessageBatch | null = null;
+  #batchSent: PromiseWithResolvers<void> | null = null;
   #handlers: SessionHandlers | null = null;
   #closed = false;
   #lastSent = Date.now();
@@ -206,21 +212,47 @@ export class Session {
   }
 
   /**
-   * Sends a chat message. Frames leave in call order.
+   * Sends a chat message; resolves once it was handed to the operating system. Messages leave in
+   * call order. Those sent during one task (one turn of the event loop) travel together in one
+   * MSG frame, as many as fit: under load one token carries many messages, and a lone message
+   * waits for nothing.
    *
+   * @throws {RangeError} at once for a bad id or time, or a text over the size limit.
    * @throws {ConnectionClosedError} when the session is closed or the write fails.
    */
   sendMessage(id: string, text: string, sentAt: number): Promise<void> {
-    return this.#queue({ type: FrameType.MSG, seq: 0, sentAt, id, text });
+    if (this.#closed) return Promise.reject(new ConnectionClosedError("session closed"));
+    let entry: Uint8Array;
+    try {
+      entry = encodeChatMessage({ id, text, sentAt });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (this.#batch !== null && !this.#batch.fits(entry)) this.#sendBatch();
+    if (this.#batch === null || this.#batchSent === null) {
+      const batch = new MessageBatch();
+      this.#batch = batch;
+      this.#batchSent = Promise.withResolvers<void>();
+      queueMicrotask(() => {
+        if (this.#batch === batch) this.#sendBatch();
+      });
+    }
+    this.#batch.add(entry);
+    return this.#batchSent.promise;
   }
 
   /**
-   * Acknowledges durably stored messages.
+   * Acknowledges durably stored messages (in frames of up to 4096 ids).
    *
    * @throws {ConnectionClosedError} when the session is closed or the write fails.
    */
   sendAck(ids: string[]): Promise<void> {
-    return this.#queue({ type: FrameType.ACK, seq: 0, sentAt: Date.now(), ids });
+    const frames: Promise<void>[] = [];
+    for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
+      const chunk = ids.slice(i, i + MAX_ACK_IDS);
+      frames.push(this.#queue({ type: FrameType.ACK, seq: 0, sentAt: Date.now(), ids: chunk }));
+    }
+    return Promise.all(frames).then(() => {});
   }
 
   /** Says goodbye (best effort) and closes. Idempotent. */
@@ -244,6 +276,8 @@ export class Session {
 
   #queue(frame: SessionFrame): Promise<void> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError("session closed"));
+    // Messages asked for earlier leave first: frames keep the order of the calls.
+    this.#sendBatch();
     let plain: Uint8Array;
     try {
       // Encode before taking the sequence number: a frame that cannot be encoded (a caller bug)
@@ -252,6 +286,25 @@ export class Session {
     } catch (e) {
       return Promise.reject(e);
     }
+    return this.#seal(plain);
+  }
+
+  /** Sends the waiting messages, if any, as one MSG frame. */
+  #sendBatch(): void {
+    const batch = this.#batch;
+    const sent = this.#batchSent;
+    if (batch === null || sent === null) return;
+    this.#batch = null;
+    this.#batchSent = null;
+    if (this.#closed) {
+      sent.reject(new ConnectionClosedError("session closed"));
+      return;
+    }
+    this.#seal(batch.encode(this.#sendSeq + 1, Date.now())).then(sent.resolve, sent.reject);
+  }
+
+  /** Takes the next sequence number (already in `plain`), encrypts and writes. */
+  #seal(plain: Uint8Array): Promise<void> {
     this.#sendSeq++;
     // Encryption is synchronous and the connection keeps the order of writes (coalescing a
     // burst of frames into one system call), so frames leave in sequence order.
@@ -284,7 +337,7 @@ export class Session {
           const frame = this.#open(payload);
           switch (frame.type) {
             case FrameType.MSG:
-              messages.push({ id: frame.id, text: frame.text, sentAt: frame.sentAt });
+              for (const m of frame.messages) messages.push(m);
               break;
             case FrameType.ACK:
               this.#handlers!.onAck(frame.ids);

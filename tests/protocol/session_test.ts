@@ -98,6 +98,62 @@ Deno.test("session: messages flow both ways in order, and are acknowledged", asy
   }
 });
 
+Deno.test("session: messages sent in one task share a MSG frame; more than fit go in several, in order", async () => {
+  const frames: number[] = [];
+  const { a, b, cleanup } = await pair((d, i, f) => {
+    if (d === "c->s" && i >= 3) frames.push(f.length);
+    return [f];
+  });
+  try {
+    const sent: string[] = [];
+    const written: Promise<void>[] = [];
+    // 2500 short messages in one task: 1024 fit in a frame (MAX_BATCH_MESSAGES).
+    for (let i = 0; i < 2500; i++) {
+      const id = newMessageId();
+      sent.push(id);
+      written.push(a.session.sendMessage(id, `burst ${i}`, i));
+    }
+    await Promise.all(written);
+    await until(() => a.acks.length === 2500, "2500 acks");
+    assert.deepEqual(b.messages.map((m) => m.id), sent);
+    assert.deepEqual(b.messages.map((m) => m.sentAt), sent.map((_, i) => i));
+    assert.deepEqual(a.acks, sent);
+    assert.equal(frames.length, 3, `MSG frames: ${frames.length}`);
+
+    // A message in a later task is a frame of its own, sent without waiting for more.
+    await a.session.sendMessage(newMessageId(), "alone", 1);
+    await until(() => b.messages.length === 2501, "the lone message");
+    assert.equal(frames.length, 4);
+
+    // An ACK (or any other frame) asked for after messages leaves after them.
+    const late = newMessageId();
+    const msg = a.session.sendMessage(late, "before the ack", 1);
+    const ack = a.session.sendAck([newMessageId()]);
+    await Promise.all([msg, ack]);
+    await until(() => b.messages.length === 2502, "the message before the ack");
+    assert.equal(b.messages.at(-1)!.id, late);
+
+    // A bad message is refused at once and takes nothing down.
+    await assert.rejects(a.session.sendMessage("nope", "x", 1), RangeError);
+    await a.session.sendMessage(newMessageId(), "still fine", 1);
+    await until(() => b.messages.length === 2503, "the message after a refused one");
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("session: an ACK of more than 4096 ids goes out in several frames", async () => {
+  const { a, b, cleanup } = await pair();
+  try {
+    const ids = Array.from({ length: 9000 }, newMessageId);
+    await b.session.sendAck(ids);
+    await until(() => a.acks.length === 9000, "9000 acked ids");
+    assert.deepEqual(a.acks, ids);
+  } finally {
+    await cleanup();
+  }
+});
+
 Deno.test("session: a graceful close reaches the peer as bye", async () => {
   const { a, b, cleanup } = await pair();
   await a.session.close("closed", "see you");
@@ -140,8 +196,9 @@ for (
     // Frames c->s: 0 HELLO, 1 AUTH, 2 READY, then messages from 3 on.
     const { a, b, cleanup } = await pair(hook);
     try {
+      // One message per task, so each travels in a frame of its own.
       for (let i = 0; i < 6; i++) {
-        a.session.sendMessage(newMessageId(), `m${i}`, Date.now()).catch(() => {});
+        await a.session.sendMessage(newMessageId(), `m${i}`, Date.now()).catch(() => {});
       }
       const closed = await b.closed;
       assert.equal(closed.reason, "protocol", closed.detail);
