@@ -9,6 +9,7 @@ import {
   type HandshakeResult,
   initiateHandshake,
   isValidName,
+  PROTOCOL_VERSION,
   respondHandshake,
 } from "../../lib/protocol/handshake.ts";
 import { type Tamper, transportPair } from "../_helpers/transport.ts";
@@ -160,7 +161,7 @@ Deno.test("handshake: replaying a recorded initiator flight fails", async () => 
 Deno.test("handshake: another protocol version is refused", async () => {
   const [, r] = await run({
     tamper: (dir, idx, f) => {
-      if (dir === "a->b" && idx === 0) f[1] = 2;
+      if (dir === "a->b" && idx === 0) f[1] = PROTOCOL_VERSION + 1;
       return f;
     },
   });
