@@ -215,9 +215,7 @@ export function toUtf8(s: string): Uint8Array {
 
 /** Lowercase hex of `bytes`. */
 export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += HEX[b];
-  return s;
+  return bytes.toHex();
 }
 
 /**
@@ -226,10 +224,10 @@ export function toHex(bytes: Uint8Array): string {
  * @throws {DecodeError} when `hex` is not an even-length hex string.
  */
 export function fromHex(hex: string): Uint8Array {
-  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new DecodeError("not hex");
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
+  try {
+    return Uint8Array.fromHex(hex);
+  } catch {
+    // The engine's SyntaxError is exactly this case.
+    throw new DecodeError("not hex");
+  }
 }
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));

@@ -187,16 +187,25 @@ export function decodeSessionFrame(bytes: Uint8Array): SessionFrame {
  * ```
  */
 export function encodeChatMessage(m: ChatMessage): Uint8Array {
-  const text = toUtf8(m.text);
-  if (text.length > MAX_TEXT_BYTES) {
-    throw new RangeError(`message is ${text.length} bytes; the limit is ${MAX_TEXT_BYTES}`);
-  }
+  if (!isMessageId(m.id)) throw new RangeError(`invalid message id ${JSON.stringify(m.id)}`);
   if (!Number.isSafeInteger(m.sentAt) || m.sentAt < 0) {
     throw new RangeError(`message time must be ms since the epoch, not ${m.sentAt}`);
   }
-  return new BinaryWriter(ENTRY_HEADER_BYTES + text.length).raw(idBytes(m.id)).u64(m.sentAt)
-    .u32(text.length).raw(text).finish();
+  // Written in place: at most 3 UTF-8 bytes per UTF-16 unit, then cut to what was written.
+  const room = new Uint8Array(ENTRY_HEADER_BYTES + m.text.length * 3);
+  const { written } = textEncoder.encodeInto(m.text, room.subarray(ENTRY_HEADER_BYTES));
+  if (written > MAX_TEXT_BYTES) {
+    throw new RangeError(`message is ${written} bytes; the limit is ${MAX_TEXT_BYTES}`);
+  }
+  room.setFromHex(m.id);
+  const view = new DataView(room.buffer);
+  view.setUint32(MESSAGE_ID_BYTES, Math.floor(m.sentAt / 0x1_0000_0000));
+  view.setUint32(MESSAGE_ID_BYTES + 4, m.sentAt >>> 0);
+  view.setUint32(MESSAGE_ID_BYTES + 8, written);
+  return room.subarray(0, ENTRY_HEADER_BYTES + written);
 }
+
+const textEncoder = new TextEncoder();
 
 /**
  * Collects encoded messages (from {@linkcode encodeChatMessage}) for one MSG frame, up to
