@@ -836,10 +836,17 @@ export class ChatNode {
     for (const id of ids) {
       if (box?.delete(id)) delivered.push(id);
     }
-    // One store write for the whole ACK (an ACK under load carries hundreds of ids).
-    if (delivered.length > 0) this.#track(this.#opts.history.setStates(delivered, "delivered"));
+    // The events first: their output is then queued ahead of the state write's commit (an fsync
+    // at full durability) instead of behind it. Showing `delivered` before our own record of it
+    // is durable loses nothing: the peer has the message, and after a crash the outbox sends it
+    // again, the peer acknowledges the duplicate, and the state is written then.
     for (const id of delivered) {
       this.#emit({ type: "delivered", id, to: session.peerName, fingerprint: fp });
+    }
+    // One store write for the whole ACK (an ACK under load carries hundreds of ids), deferred to
+    // share the next commit: losing it in a crash costs a resend the peer acknowledges again.
+    if (delivered.length > 0) {
+      this.#track(this.#opts.history.setStates(delivered, "delivered", { deferred: true }));
     }
     this.#discovery?.markAlive(fp);
   }

@@ -2,15 +2,16 @@
  * The chat history and outbox: an SQLite database (`chat_history.db`, via `node:sqlite`) whose
  * message bodies are Fernet tokens under a local history key.
  *
- * Writes are group-committed: every write requested while the previous batch is still being
- * encrypted or committed (or within the same tick) joins one transaction, and each promise resolves
- * only after the transaction holding its write has committed. The format, the migrations and the
+ * Writes are group-committed: every write requested in one turn of the event loop joins one
+ * transaction, and each promise resolves only after the transaction holding its write has
+ * committed. The format, the migrations and the
  * durability argument are in `docs/STORAGE.md`.
  *
  * @module
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
 import { FernetSync, InvalidTokenError } from "../crypto/fernet_sync.ts";
 
 /** Which way a message went: `in` was received from the peer, `out` was sent to it. */
@@ -89,6 +90,8 @@ const KEY_CHECK_TEXT = "p2pchat history key check";
 
 const STATES: readonly MessageState[] = ["queued", "sent", "delivered", "failed"];
 const DEFAULT_LIMIT = 50;
+/** Longest a deferred write waits for another write to share its commit, in ms. */
+export const DEFER_MS = 100;
 
 const SCHEMA_V2 = `
 CREATE TABLE meta (
@@ -179,8 +182,10 @@ export class HistoryStore {
   #path: string;
   #closed = false;
   #open: Batch | null = null;
-  #committing: Batch | null = null;
   #runner: Promise<void> | null = null;
+  /** Writes waiting to share the next commit (see `deferred` in {@linkcode setStates}). */
+  #deferred: Op[] = [];
+  #deferTimer: ReturnType<typeof setTimeout> | undefined;
 
   #insert: StatementSync;
   #update: StatementSync;
@@ -413,14 +418,25 @@ export class HistoryStore {
    * ids and incoming messages are left alone, and writes apply in the order requested. An empty
    * list resolves at once.
    *
+   * With `deferred`, the write does not ask for a commit of its own: it joins the next one any
+   * other write asks for, or commits after {@linkcode DEFER_MS} at the latest (and before any read
+   * that waits for writes, and on close). For a state whose loss in a crash costs nothing but a
+   * repeat (a `delivered` mark: the outbox sends again and the peer acknowledges again), this
+   * saves an fsync per acknowledgement.
+   *
    * @throws {StoreError} when the store is closed or the write fails.
    * @throws {RangeError} when `state` is not a {@linkcode MessageState} or an id is not a string.
    * @example
    * ```ts
    * await store.setStates(["m1", "m2", "m3"], "delivered");
+   * store.setStates(["m4"], "delivered", { deferred: true }); // rides along with the next write
    * ```
    */
-  setStates(ids: readonly string[], state: MessageState): Promise<void> {
+  setStates(
+    ids: readonly string[],
+    state: MessageState,
+    opts: { deferred?: boolean } = {},
+  ): Promise<void> {
     if (this.#closed) return Promise.reject(this.#closedError());
     if (!STATES.includes(state)) {
       return Promise.reject(new RangeError(`unknown message state ${state}`));
@@ -430,7 +446,7 @@ export class HistoryStore {
     }
     if (ids.length === 0) return Promise.resolve();
     const done = Promise.withResolvers<void>();
-    this.#enqueue({ kind: "states", ids: [...ids], state, done });
+    this.#enqueue({ kind: "states", ids: [...ids], state, done }, opts.deferred);
     return done.promise;
   }
 
@@ -515,6 +531,7 @@ export class HistoryStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#deferred.length > 0) this.#schedule();
     await this.#runner;
     this.#db.close();
     this.#fernet.close();
@@ -548,11 +565,34 @@ export class HistoryStore {
     }
   }
 
-  #enqueue(op: Op): void {
-    if (this.#open === null) this.#open = { ops: [], settled: Promise.withResolvers<void>() };
-    this.#open.ops.push(op);
-    // A microtask: everything requested in the current tick joins the batch.
-    this.#runner ??= Promise.resolve().then(() => this.#run());
+  #enqueue(op: Op, deferred = false): void {
+    if (deferred && this.#open === null) {
+      this.#deferred.push(op);
+      this.#deferTimer ??= setTimeout(() => {
+        this.#deferTimer = undefined;
+        this.#schedule();
+      }, DEFER_MS);
+      return;
+    }
+    this.#schedule().ops.push(op);
+  }
+
+  /** Opens a batch (deferred writes first: they were requested earlier) and schedules its commit. */
+  #schedule(): Batch {
+    if (this.#open === null) {
+      this.#open = { ops: this.#deferred.splice(0), settled: Promise.withResolvers<void>() };
+      clearTimeout(this.#deferTimer);
+      this.#deferTimer = undefined;
+    }
+    // At the end of this turn of the event loop: everything requested in it joins the batch, and
+    // output already asked for (socket writes, stdout lines) leaves before the fsync, not after.
+    this.#runner ??= new Promise<void>((resolve) =>
+      setImmediate(() => {
+        this.#run();
+        resolve();
+      })
+    );
+    return this.#open;
   }
 
   #run(): void {
@@ -560,16 +600,14 @@ export class HistoryStore {
     const batch = this.#open;
     if (batch === null) return;
     this.#open = null;
-    this.#committing = batch;
     this.#commit(batch);
-    this.#committing = null;
     batch.settled.resolve();
   }
 
-  /** Waits until the writes requested so far have been committed (or have failed). */
+  /** Waits until the writes requested so far (deferred ones too) have committed or failed. */
   async #barrier(): Promise<void> {
-    const batch = this.#open ?? this.#committing;
-    if (batch !== null) await batch.settled.promise;
+    if (this.#deferred.length > 0) this.#schedule();
+    if (this.#open !== null) await this.#open.settled.promise;
   }
 
   /** Commits one batch in one transaction; settles every op's promise; never throws. */

@@ -3,6 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { Fernet, generateKey } from "../../lib/crypto/fernet.ts";
 import { HistoryStore, SCHEMA_VERSION, StoreError } from "../../lib/store/mod.ts";
+import { DEFER_MS } from "../../lib/store/history.ts";
 
 const ALICE = "a1".repeat(32);
 const BOB = "b0".repeat(32);
@@ -434,6 +435,51 @@ Deno.test("writes requested in one tick are committed in one transaction", async
       // One more write is one more transaction: the count above can move.
       await store.recordIncoming(inc("t-last", BOB, "alone"));
       assert.equal(await walCommits(path), before + 2);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("a deferred state write shares the next commit, or commits alone after DEFER_MS", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    const stateOf = (id: string) =>
+      raw(path, (db) => db.prepare("SELECT state FROM messages WHERE id = ?").get(id)?.state);
+    try {
+      for (const id of ["d1", "d2", "d3", "d4"]) {
+        await store.recordOutgoing(out(id, BOB, id), "sent");
+      }
+      const before = await walCommits(path);
+
+      // Alone: nothing is committed at once (its timer cannot fire before this shorter one),
+      // then it commits by itself.
+      const alone = store.setStates(["d1"], "delivered", { deferred: true });
+      await new Promise((r) => setTimeout(r, DEFER_MS / 4));
+      assert.equal(stateOf("d1"), "sent");
+      await alone;
+      assert.equal(stateOf("d1"), "delivered");
+      assert.equal(await walCommits(path), before + 1);
+
+      // With a write that asks for a commit: one transaction for both.
+      const riding = store.setStates(["d2"], "delivered", { deferred: true });
+      await store.recordIncoming(inc("carrier", BOB, "carrier"));
+      assert.equal(stateOf("d2"), "delivered");
+      await riding;
+      assert.equal(await walCommits(path), before + 2);
+
+      // A read that waits for earlier writes sees a deferred one.
+      store.setStates(["d3"], "delivered", { deferred: true });
+      const page = await store.history(BOB, { limit: 10 });
+      assert.equal(page.find((m) => m.id === "d3")?.state, "delivered");
+
+      // Close commits what is still deferred (and leaves no timer behind).
+      const last = store.setStates(["d4"], "failed", { deferred: true });
+      await store.close();
+      await last;
+      assert.equal(stateOf("d4"), "failed");
     } finally {
       await store.close();
     }
