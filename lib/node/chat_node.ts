@@ -130,7 +130,7 @@ export class ChatNode {
   #opts: ChatNodeOptions;
   #limits: NodeLimits;
   #log: Logger;
-  #listeners = new Set<(e: NodeEvent) => void>();
+  #listeners = new Set<(e: NodeEvent) => void | Promise<void>>();
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
@@ -181,7 +181,7 @@ export class ChatNode {
   }
 
   /** Registers a listener for every event; returns a function that removes it. */
-  subscribe(listener: (e: NodeEvent) => void): () => void {
+  subscribe(listener: (e: NodeEvent) => void | Promise<void>): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
@@ -220,6 +220,9 @@ export class ChatNode {
       fingerprint: this.fingerprint,
       dataDir: this.#opts.dataDir,
     });
+    // Messages stored before a crash that came before they were shown: shown now, oldest first,
+    // before any new one can arrive.
+    this.#show(await this.#opts.history.unshown());
     // Inbound connections wait in the listen backlog until now, so `connected` follows `ready`.
     this.#acceptLoop = this.#accept();
     if (this.#discovery) {
@@ -815,17 +818,15 @@ export class ChatNode {
     session.sendAck(messages.map((m) => m.id)).catch((e) =>
       this.#log.info(`ack to ${session.peerName} not sent: ${describe(e)}`)
     );
-    messages.forEach((m, i) => {
-      if (!fresh[i]) return;
-      this.#emit({
-        type: "message",
+    this.#show(
+      messages.filter((_, i) => fresh[i]).map((m) => ({
         id: m.id,
-        from: session.peerName,
-        fingerprint: fp,
+        peerName: session.peerName,
+        peer: fp,
         text: m.text,
         sentAt: m.sentAt,
-      });
-    });
+      })),
+    );
     this.#discovery?.markAlive(fp);
   }
 
@@ -1019,9 +1020,39 @@ export class ChatNode {
     this.#tasks.add(tracked);
   }
 
-  #emit(event: WithoutTs<NodeEvent>): void {
+  #emit(event: WithoutTs<NodeEvent>): Promise<unknown>[] {
     const full = { ...event, ts: Date.now() } as NodeEvent;
-    for (const l of this.#listeners) l(full);
+    const written: Promise<unknown>[] = [];
+    for (const l of this.#listeners) {
+      const result = l(full);
+      if (result instanceof Promise) written.push(result);
+    }
+    return written;
+  }
+
+  /**
+   * Emits `message` for stored incoming messages, then marks them shown once every listener has
+   * written them out (a listener that writes later returns a promise). A crash before the mark
+   * shows them again at the next start (see {@linkcode start}); one after it never does, so each
+   * id reaches the `message` events once, unless the crash falls in the instant between the two.
+   */
+  #show(
+    messages: { id: string; peerName: string; peer: string; text: string; sentAt: number }[],
+  ): void {
+    if (messages.length === 0) return;
+    const written: Promise<unknown>[] = [];
+    for (const m of messages) {
+      written.push(...this.#emit({
+        type: "message",
+        id: m.id,
+        from: m.peerName,
+        fingerprint: m.peer,
+        text: m.text,
+        sentAt: m.sentAt,
+      }));
+    }
+    const ids = messages.map((m) => m.id);
+    this.#track(Promise.allSettled(written).then(() => this.#opts.history.markShown(ids)));
   }
 }
 

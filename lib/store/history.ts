@@ -80,7 +80,7 @@ export class StoreError extends Error {
 }
 
 /** The schema version this code writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** `PRAGMA application_id` of a p2pchat history database ("P2CH"). */
 const APPLICATION_ID = 0x50324348;
@@ -93,7 +93,8 @@ const DEFAULT_LIMIT = 50;
 /** Longest a deferred write waits for another write to share its commit, in ms. */
 export const DEFER_MS = 100;
 
-const SCHEMA_V2 = `
+/** The tables of schema versions 2 and 3 (3 only adds the meta rows `shown_through`, `shown_above`). */
+const TABLES = `
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -141,7 +142,8 @@ type Op =
     done: PromiseWithResolvers<boolean>;
   }
   | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> }
-  | { kind: "states"; ids: string[]; state: MessageState; done: PromiseWithResolvers<void> };
+  | { kind: "states"; ids: string[]; state: MessageState; done: PromiseWithResolvers<void> }
+  | { kind: "shown"; ids: string[]; done: PromiseWithResolvers<void> };
 
 interface Batch {
   ops: Op[];
@@ -186,6 +188,18 @@ export class HistoryStore {
   /** Writes waiting to share the next commit (see `deferred` in {@linkcode setStates}). */
   #deferred: Op[] = [];
   #deferTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Incoming messages stored but not yet shown: id -> seq (see {@linkcode markShown}). */
+  #unshown = new Map<string, number>();
+  /** Every incoming message up to this seq has been shown (persisted as meta `shown_through`). */
+  #shownThrough = 0;
+  /** Seqs above {@linkcode #shownThrough} shown out of order (persisted as meta `shown_above`). */
+  #shownAbove = new Set<number>();
+  /** The largest seq stored. */
+  #lastSeq = 0;
+  #durable: "full" | "normal";
+  #closing: Promise<void> | null = null;
+  /** Why the store stopped working on its own, if it did. */
+  #failure: StoreError | null = null;
 
   #insert: StatementSync;
   #update: StatementSync;
@@ -197,11 +211,18 @@ export class HistoryStore {
   #outbox: StatementSync;
   #outboxPeers: StatementSync;
   #conversations: StatementSync;
+  #saveShown: StatementSync;
+  #byIds: StatementSync;
 
-  private constructor(db: DatabaseSync, fernet: FernetSync, path: string) {
+  private constructor(
+    db: DatabaseSync,
+    fernet: FernetSync,
+    opts: { path: string; durable: "full" | "normal" },
+  ) {
     this.#db = db;
     this.#fernet = fernet;
-    this.#path = path;
+    this.#path = opts.path;
+    this.#durable = opts.durable;
     const cols = "id, peer, peer_name, direction, body, sent_at, received_at, state";
     this.#insert = db.prepare(
       `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
@@ -240,6 +261,21 @@ export class HistoryStore {
        JOIN messages m ON m.seq = c.last
        ORDER BY c.last DESC`,
     );
+    this.#saveShown = db.prepare("UPDATE meta SET value = ? WHERE key = ?");
+    this.#byIds = db.prepare(
+      `SELECT ${cols} FROM messages WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq`,
+    );
+    const meta = (key: string) =>
+      (db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string }).value;
+    this.#shownThrough = Number(meta("shown_through"));
+    this.#shownAbove = new Set(JSON.parse(meta("shown_above")) as number[]);
+    this.#lastSeq = (db.prepare("SELECT coalesce(max(seq), 0) AS n FROM messages").get() as {
+      n: number;
+    }).n;
+    const waiting = db.prepare(
+      "SELECT id, seq FROM messages WHERE seq > ? AND direction = 'in' ORDER BY seq",
+    ).all(this.#shownThrough) as { id: string; seq: number }[];
+    for (const r of waiting) if (!this.#shownAbove.has(r.seq)) this.#unshown.set(r.id, r.seq);
   }
 
   /**
@@ -303,7 +339,7 @@ export class HistoryStore {
       db.exec("PRAGMA journal_size_limit = 8388608");
       migrate(db, fernet, { path, version });
       checkKey(db, fernet, path);
-      return new HistoryStore(db, fernet, path);
+      return new HistoryStore(db, fernet, { path, durable: opts.durable ?? "full" });
     } catch (e) {
       db.close();
       fernet.close();
@@ -451,6 +487,49 @@ export class HistoryStore {
   }
 
   /**
+   * Records that incoming messages were shown to the user (written to stdout, printed): they
+   * will not be returned by {@linkcode unshown} again. What is kept is a mark below which every
+   * incoming message has been shown, plus the few shown out of order above it, so this costs one
+   * or two small writes per call, not one per id. The
+   * write is committed without an fsync of its own (it is safe against a crash of the process at
+   * once, and the next commit fsyncs it): its loss in a power cut only shows a message again.
+   * Unknown ids, outgoing ones and ids shown already are ignored.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @example
+   * ```ts
+   * if (await store.recordIncoming(msg)) {
+   *   show(msg);
+   *   await store.markShown([msg.id]);
+   * }
+   * ```
+   */
+  markShown(ids: readonly string[]): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    if (!ids.every((id) => typeof id === "string")) {
+      return Promise.reject(new RangeError("message ids must be strings"));
+    }
+    if (ids.length === 0) return Promise.resolve();
+    const done = Promise.withResolvers<void>();
+    this.#enqueue({ kind: "shown", ids: [...ids], done });
+    return done.promise;
+  }
+
+  /**
+   * Incoming messages stored (so acknowledged) but never marked shown, oldest first: after a
+   * crash between storing a message and showing it, these are what the user has not seen. Waits
+   * for the writes requested before it.
+   *
+   * @throws {StoreError} when the store is closed or a body cannot be decrypted.
+   */
+  async unshown(): Promise<StoredMessage[]> {
+    await this.#barrier();
+    if (this.#unshown.size === 0) return [];
+    const ids = JSON.stringify([...this.#unshown.keys()]);
+    return this.#decode(this.#query(() => this.#byIds.all(ids) as unknown as Row[]));
+  }
+
+  /**
    * Outgoing messages to `peer` not yet delivered (queued or sent), oldest first (by insertion
    * order), after the writes already requested have committed.
    *
@@ -528,8 +607,12 @@ export class HistoryStore {
   }
 
   /** Flushes pending writes and closes the database. Closing twice is a no-op. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     if (this.#deferred.length > 0) this.#schedule();
     await this.#runner;
@@ -538,7 +621,7 @@ export class HistoryStore {
   }
 
   #closedError(): StoreError {
-    return new StoreError(`history database ${this.#path} is closed`);
+    return this.#failure ?? new StoreError(`history database ${this.#path} is closed`);
   }
 
   /** Runs a synchronous read, turning SQLite errors (e.g. a corrupt page) into StoreError. */
@@ -614,7 +697,17 @@ export class HistoryStore {
   #commit(batch: Batch): void {
     const ops = batch.ops;
     const results: (boolean | undefined)[] = [];
+    // The in-memory view of what is shown changes with the transaction, and back if it fails.
+    const added: string[] = [];
+    const removed: [string, number][] = [];
+    let lastSeq = this.#lastSeq;
+    let shownThrough = this.#shownThrough;
+    const shownAbove = new Set(this.#shownAbove);
+    // Marks alone need no fsync of their own (see markShown); anything else gets the durability
+    // the store was opened with.
+    const light = this.#durable === "full" && ops.every((op) => op.kind === "shown");
     try {
+      if (light) this.#db.exec("PRAGMA synchronous = NORMAL");
       this.#db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
         if (op.kind === "state") {
@@ -624,34 +717,53 @@ export class HistoryStore {
           if (op.ids.length === 1) this.#update.run(op.state, op.ids[0]);
           else this.#updateMany.run(op.state, JSON.stringify(op.ids));
           results.push(undefined);
-        } else if (op.kind === "out") {
-          this.#insert.run(
-            op.id,
-            op.peer,
-            op.peerName,
-            "out",
-            op.body,
-            op.sentAt,
-            null,
-            op.state,
-          );
+        } else if (op.kind === "shown") {
+          for (const id of op.ids) {
+            const seq = this.#unshown.get(id);
+            if (seq === undefined) continue;
+            this.#unshown.delete(id);
+            removed.push([id, seq]);
+            shownAbove.add(seq);
+          }
+          let through = lastSeq;
+          for (const seq of this.#unshown.values()) through = Math.min(through, seq - 1);
+          for (const seq of shownAbove) if (seq <= through) shownAbove.delete(seq);
+          if (through > shownThrough) {
+            this.#saveShown.run(String(through), "shown_through");
+            shownThrough = through;
+          }
+          this.#saveShown.run(JSON.stringify([...shownAbove]), "shown_above");
           results.push(undefined);
         } else {
+          const incoming = op.kind === "in";
           const r = this.#insert.run(
             op.id,
             op.peer,
             op.peerName,
-            "in",
+            op.kind,
             op.body,
             op.sentAt,
-            op.receivedAt,
-            "delivered",
+            incoming ? op.receivedAt : null,
+            incoming ? "delivered" : op.state,
           );
-          results.push(Number(r.changes) === 1);
+          const fresh = Number(r.changes) === 1;
+          if (fresh) {
+            lastSeq = Number(r.lastInsertRowid);
+            if (incoming) {
+              this.#unshown.set(op.id, lastSeq);
+              added.push(op.id);
+            }
+          }
+          results.push(incoming ? fresh : undefined);
         }
       }
       this.#db.exec("COMMIT");
+      this.#lastSeq = lastSeq;
+      this.#shownThrough = shownThrough;
+      this.#shownAbove = shownAbove;
     } catch (e) {
+      for (const id of added) this.#unshown.delete(id);
+      for (const [id, seq] of removed) this.#unshown.set(id, seq);
       let detail = message(e);
       try {
         if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
@@ -664,11 +776,26 @@ export class HistoryStore {
       );
       for (const op of ops) op.done.reject(error);
       return;
+    } finally {
+      if (light) this.#restoreSynchronous();
     }
     ops.forEach((op, i) => {
       if (op.kind === "in") op.done.resolve(results[i] as boolean);
       else op.done.resolve();
     });
+  }
+
+  #restoreSynchronous(): void {
+    try {
+      this.#db.exec("PRAGMA synchronous = FULL");
+    } catch (e) {
+      // Going on would silently weaken every later commit: refuse further work instead.
+      this.#closed = true;
+      this.#failure = new StoreError(
+        `cannot restore synchronous = FULL on ${this.#path}: ${message(e)}`,
+        { cause: e },
+      );
+    }
   }
 
   #decode(rows: Row[]): StoredMessage[] {
@@ -767,8 +894,9 @@ function migrate(
     }
     const check = fernet.encrypt(encoder.encode(KEY_CHECK_TEXT));
     inTransaction(db, () => {
-      db.exec(SCHEMA_V2);
+      db.exec(TABLES);
       db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
+      db.exec("INSERT INTO meta (key, value) VALUES ('shown_through', '0'), ('shown_above', '[]')");
       db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     });
@@ -777,6 +905,7 @@ function migrate(
   // One entry per step; each step commits its own transaction, ending with its user_version.
   const steps: Record<number, (db: DatabaseSync, fernet: FernetSync, path: string) => void> = {
     1: migrate1to2,
+    2: migrate2to3,
   };
   for (let v = opts.version; v < SCHEMA_VERSION; v++) {
     const step = steps[v];
@@ -811,7 +940,7 @@ function migrate1to2(db: DatabaseSync, fernet: FernetSync, path: string): void {
     inTransaction(db, () => {
       db.exec("ALTER TABLE messages RENAME TO messages_v1");
       db.exec("DROP INDEX IF EXISTS messages_peer");
-      db.exec(SCHEMA_V2);
+      db.exec(TABLES);
       db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
       db.exec(`
         INSERT INTO messages (id, peer, peer_name, direction, body, sent_at, received_at, state)
@@ -826,6 +955,29 @@ function migrate1to2(db: DatabaseSync, fernet: FernetSync, path: string): void {
     });
   } catch (e) {
     throw new StoreError(`cannot migrate ${path} from schema version 1 to 2: ${message(e)}`, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Version 3 adds the meta rows `shown_through` (every incoming message up to that seq was shown)
+ * and `shown_above` (a JSON array of the seqs above it shown out of order).
+ * Whether the messages of an older database were shown is unknown; they count as shown (the
+ * alternative, showing a whole history again, is worse).
+ */
+function migrate2to3(db: DatabaseSync, _fernet: FernetSync, path: string): void {
+  try {
+    inTransaction(db, () => {
+      db.exec(
+        `INSERT INTO meta (key, value)
+         SELECT 'shown_through', CAST(coalesce(max(seq), 0) AS TEXT) FROM messages`,
+      );
+      db.exec("INSERT INTO meta (key, value) VALUES ('shown_above', '[]')");
+      db.exec("PRAGMA user_version = 3");
+    });
+  } catch (e) {
+    throw new StoreError(`cannot migrate ${path} from schema version 2 to 3: ${message(e)}`, {
       cause: e,
     });
   }

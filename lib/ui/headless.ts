@@ -248,26 +248,32 @@ const encoder = new TextEncoder();
  */
 class LineBatcher {
   #lines: string[] = [];
-  #scheduled = false;
+  #written: PromiseWithResolvers<void> | null = null;
   #sink: (bytes: Uint8Array) => void;
 
   constructor(sink: (bytes: Uint8Array) => void) {
     this.#sink = sink;
   }
 
-  push(line: string): void {
+  /** Queues a line; the promise resolves once it has been written. */
+  push(line: string): Promise<void> {
     this.#lines.push(line);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
-    setImmediate(() => this.flush());
+    if (this.#written === null) {
+      this.#written = Promise.withResolvers<void>();
+      setImmediate(() => this.flush());
+    }
+    return this.#written.promise;
   }
 
   flush(): void {
-    this.#scheduled = false;
-    if (this.#lines.length === 0) return;
-    const text = this.#lines.join("\n") + "\n";
-    this.#lines = [];
-    this.#sink(encoder.encode(text));
+    const written = this.#written;
+    this.#written = null;
+    if (this.#lines.length > 0) {
+      const text = this.#lines.join("\n") + "\n";
+      this.#lines = [];
+      this.#sink(encoder.encode(text));
+    }
+    written?.resolve();
   }
 }
 

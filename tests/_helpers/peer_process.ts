@@ -61,6 +61,7 @@ export class PeerProcess {
   #ownDir: boolean;
   #status: Promise<Deno.CommandStatus>;
   #exited = false;
+  #paused: PromiseWithResolvers<void> | null = null;
 
   private constructor(name: string, dataDir: string, ownDir: boolean, child: Deno.ChildProcess) {
     this.name = name;
@@ -187,6 +188,20 @@ export class PeerProcess {
     });
   }
 
+  /**
+   * Stops reading the peer's stdout: once the pipe is full, the peer's writes to it block, as with
+   * a reader that does not keep up. {@linkcode resumeOutput} (or a kill) reads on.
+   */
+  pauseOutput(): void {
+    this.#paused ??= Promise.withResolvers<void>();
+  }
+
+  /** Reads the peer's stdout again after {@linkcode pauseOutput}. */
+  resumeOutput(): void {
+    this.#paused?.resolve();
+    this.#paused = null;
+  }
+
   /** Events of a type seen so far. */
   all(type: string): Event[] {
     return this.events.filter((e) => e.type === type);
@@ -213,6 +228,8 @@ export class PeerProcess {
         // Already gone.
       }
     }
+    // What the peer wrote before it died is still in the pipe: read it to the end.
+    this.resumeOutput();
     return await this.#finish();
   }
 
@@ -255,7 +272,11 @@ export class PeerProcess {
 
   async #readStdout(): Promise<void> {
     let buf = "";
-    for await (const chunk of this.#child.stdout) {
+    const reader = this.#child.stdout.getReader();
+    for (;;) {
+      if (this.#paused) await this.#paused.promise;
+      const { value: chunk, done } = await reader.read();
+      if (done) break;
       buf += decoder.decode(chunk, { stream: true });
       let nl: number;
       while ((nl = buf.indexOf("\n")) >= 0) {

@@ -486,6 +486,94 @@ Deno.test("a deferred state write shares the next commit, or commits alone after
   });
 });
 
+Deno.test("incoming messages stay unshown until marked, across restarts, oldest first", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
+
+    let store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.equal(await store.recordIncoming(inc("a1", BOB, "one")), true);
+      await store.recordOutgoing(out("o1", BOB, "mine"), "sent");
+      assert.equal(await store.recordIncoming(inc("a2", CAROL, "two")), true);
+      assert.equal(await store.recordIncoming(inc("a3", BOB, "three")), true);
+      assert.equal(await store.recordIncoming(inc("a1", BOB, "one again")), false);
+      assert.deepEqual(await ids(store), ["a1", "a2", "a3"]);
+      const [first] = await store.unshown();
+      assert.deepEqual([first.text, first.peer, first.direction], ["one", BOB, "in"]);
+
+      // Marking a later one must not hide an earlier unmarked one, now or after a restart.
+      await store.markShown(["a2"]);
+      assert.deepEqual(await ids(store), ["a1", "a3"]);
+    } finally {
+      await store.close();
+    }
+    store = await HistoryStore.open(path, { key, durable: "full" });
+    try {
+      assert.deepEqual(await ids(store), ["a1", "a3"]);
+      await store.markShown(["a1", "a3", "o1", "never-stored"]);
+      assert.deepEqual(await ids(store), []);
+      assert.equal(await store.recordIncoming(inc("a4", BOB, "four")), true);
+      await assert.rejects(store.markShown([1 as unknown as string]), RangeError);
+    } finally {
+      await store.close();
+    }
+    // Not marked before the (clean) close: still unshown.
+    store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await ids(store), ["a4"]);
+      await store.markShown(["a4"]);
+    } finally {
+      await store.close();
+    }
+    store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await ids(store), []);
+      // The mark is one row in meta, however many messages were shown.
+      raw(path, (db) => {
+        const row = db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get();
+        assert.equal(Number(row?.value), 5); // a1, o1, a2, a3, a4
+      });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("a schema version 2 database becomes version 3 with every message counted as shown", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    await store.recordIncoming(inc("old1", BOB, "seen long ago"));
+    await store.recordIncoming(inc("old2", BOB, "seen long ago too"));
+    await store.close();
+    // What version 2 wrote: the same tables, no shown_through.
+    raw(path, (db) => {
+      db.exec("DELETE FROM meta WHERE key LIKE 'shown_%'; PRAGMA user_version = 2;");
+    });
+    const again = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await again.unshown(), []);
+      assert.equal((await again.history(BOB)).length, 2);
+    } finally {
+      await again.close();
+    }
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA user_version").get() as { user_version: number })
+          .user_version,
+        3,
+      );
+      assert.equal(
+        db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get()?.value,
+        "2",
+      );
+    });
+  });
+});
+
 Deno.test("close flushes pending writes; a closed store refuses work", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
@@ -626,7 +714,7 @@ async function makeV1(path: string, key: string): Promise<void> {
   });
 }
 
-Deno.test("a schema version 1 database is migrated to version 2", async () => {
+Deno.test("a schema version 1 database is migrated to version 3 (through 2)", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
@@ -705,7 +793,7 @@ Deno.test("a schema version 1 database is migrated to version 2", async () => {
       assert.equal(
         (db.prepare("PRAGMA user_version").get() as { user_version: number })
           .user_version,
-        2,
+        3,
       );
       assert.equal(
         (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
@@ -794,6 +882,8 @@ Deno.test("garbage, corrupt and foreign files are refused with StoreError", asyn
     const corrupt = join(dir, "corrupt.db");
     const store = await HistoryStore.open(corrupt, { key, durable: "normal" });
     for (let i = 0; i < 50; i++) await store.recordIncoming(inc(`x${i}`, BOB, "x".repeat(500)));
+    // Shown, so that opening reads no message page but the newest one.
+    await store.markShown(Array.from({ length: 50 }, (_, i) => `x${i}`));
     await store.close();
     const bytes = await Deno.readFile(corrupt);
     bytes.fill(0xa5, 100, 4096);
@@ -824,18 +914,22 @@ Deno.test("a corrupt page found after opening makes reads and writes fail with S
     const key = generateKey();
     const store = await HistoryStore.open(path, { key, durable: "normal" });
     for (let i = 0; i < 50; i++) await store.recordIncoming(inc(`x${i}`, BOB, "x".repeat(500)));
+    // Shown, so that opening reads no message page but the newest one.
+    await store.markShown(Array.from({ length: 50 }, (_, i) => `x${i}`));
     await store.close();
-    // The schema (page 1) and the key check (page 2) stay intact; message pages at the end do not.
+    // The schema (page 1), the key check (page 2) and the newest messages (the last pages) stay
+    // intact; three pages of the first messages do not.
     const bytes = await Deno.readFile(path);
     assert.ok(bytes.length >= 4096 * 8);
-    bytes.fill(0xa5, bytes.length - 4096 * 3);
+    bytes.fill(0xa5, 4096 * 7, 4096 * 10);
     await Deno.writeFile(path, bytes);
 
     const broken = await HistoryStore.open(path, { key, durable: "normal" });
     try {
       await assert.rejects(broken.history(BOB, { limit: 100 }), /malformed/);
-      assert.throws(() => broken.conversations(), StoreError);
-      await assert.rejects(broken.recordIncoming(inc("y", BOB, "new")), StoreError);
+      // A write that must read a damaged row (to check its direction) fails as a whole.
+      const early = Array.from({ length: 20 }, (_, i) => `x${i}`);
+      await assert.rejects(broken.setStates(early, "failed"), StoreError);
     } finally {
       await broken.close();
     }
