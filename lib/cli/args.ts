@@ -53,6 +53,7 @@ export interface PeerLimits {
   handshakeTimeoutMs?: number;
   maxFrameSize?: number;
   idleTimeoutMs?: number;
+  maxHeardPeers?: number;
 }
 
 /** Options of `p2pchat history`. */
@@ -108,6 +109,7 @@ export function parseCommandLine(
         "handshake-timeout": { type: "string" },
         "max-frame-size": { type: "string" },
         "idle-timeout": { type: "string" },
+        "max-heard-peers": { type: "string" },
         durability: { type: "string" },
         verbose: { type: "boolean", short: "v" },
         peer: { type: "string" },
@@ -145,6 +147,7 @@ export function parseCommandLine(
         "handshake-timeout",
         "max-frame-size",
         "idle-timeout",
+        "max-heard-peers",
         "durability",
       ] as const
     ) {
@@ -218,6 +221,9 @@ function parseLimits(v: Record<string, string | boolean | undefined>): PeerLimit
       MAX_SESSION_FRAME_BYTES,
       64 << 20,
     );
+  }
+  if (str("max-heard-peers") !== undefined) {
+    limits.maxHeardPeers = integer("--max-heard-peers", str("max-heard-peers")!, 0, 1_000_000);
   }
   return limits;
 }
@@ -296,6 +302,8 @@ Limits (a hostile peer costs a closed connection, never a crash):
       --handshake-timeout S  time allowed for a handshake (default 10)
       --idle-timeout S       close a session silent this long (default 45; pings every 15)
       --max-frame-size B     largest frame after authentication (default 1048576)
+      --max-heard-peers N    peers kept that were only ever heard, never contacted: beyond N,
+                             the longest unheard are forgotten (default 1024)
 
 Storage:
       --durability full|normal  full (default): every write is fsynced and survives a power

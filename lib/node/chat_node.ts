@@ -41,6 +41,11 @@ export interface NodeLimits {
   maxMessagesPerSecond: number;
   /** Time to open a TCP connection (default 5 s). */
   connectTimeoutMs: number;
+  /**
+   * Peers kept in the book that are only known from their announcements (default 1024): beyond
+   * it, those heard longest ago and not online are forgotten (see `PeerBook.prune`).
+   */
+  maxHeardPeers: number;
 }
 
 /** Default {@linkcode NodeLimits}. */
@@ -53,6 +58,7 @@ export const DEFAULT_LIMITS: NodeLimits = {
   keepaliveMs: 15_000,
   idleTimeoutMs: 45_000,
   maxMessagesPerSecond: 100_000,
+  maxHeardPeers: 1024,
   connectTimeoutMs: 5_000,
 };
 
@@ -279,6 +285,8 @@ export class ChatNode {
     if (text.length === 0) throw new NodeError("empty message");
     const record = this.resolvePeer(query);
     const fp = record.fingerprint;
+    // A message makes the peer a contact: its record must outlive any pruning.
+    if (record.heardOnly) this.#opts.peers.upsert({ fingerprint: fp, heardOnly: false });
     await this.#bookSaved(fp);
     const held = this.#heldByKeyChange(record);
     const live = this.#sessions.get(fp)?.session;
@@ -359,12 +367,13 @@ export class ChatNode {
         port: pending.port,
         lastSeen: Date.now(),
         retired: false,
+        heardOnly: false,
       });
       this.#pendingKeys.delete(name);
     } else {
       const known = this.#opts.peers.get(fp);
       if (!known) throw new NodeError(`no key ${fp.slice(0, 16)}… is known for ${name}`);
-      record = this.#opts.peers.upsert({ fingerprint: fp, name, retired: false });
+      record = this.#opts.peers.upsert({ fingerprint: fp, name, retired: false, heardOnly: false });
     }
     // Retire every other key that held this name; messages held for it go to the new key.
     for (const old of this.#opts.peers.byName(name)) {
@@ -599,7 +608,7 @@ export class ChatNode {
     const fp = hs.peerKey.fingerprint;
     const host = dialed?.host ?? conn.remote.hostname;
     const port = dialed?.port ?? (hs.peerListenPort || null);
-    if (!this.#checkTrust(hs.peerName, fp, hs.peerKey.spki, host, port)) {
+    if (!this.#checkTrust(hs.peerName, fp, hs.peerKey.spki, { host, port, heardOnly: false })) {
       throw new NodeError(
         `${hs.peerName} presented a new key ${formatFingerprint(fp)}; ` +
           `nothing is exchanged until you trust it (/trust ${hs.peerName} ${fp})`,
@@ -629,6 +638,7 @@ export class ChatNode {
       host,
       port,
       lastSeen: Date.now(),
+      heardOnly: false,
     });
     const previous = this.#sessions.get(fp);
     if (previous && !previous.session.closed) {
@@ -862,9 +872,9 @@ export class ChatNode {
     name: string,
     fp: string,
     spki: Uint8Array,
-    host: string | null,
-    port: number | null,
+    where: { host: string | null; port: number | null; heardOnly: boolean },
   ): boolean {
+    const { host, port } = where;
     const known = this.#opts.peers.get(fp);
     if (known && !known.retired) return true;
     const holders = this.#opts.peers.byName(name).filter((r) => !r.retired && r.fingerprint !== fp);
@@ -877,6 +887,7 @@ export class ChatNode {
         port,
         firstSeen: Date.now(),
         lastSeen: Date.now(),
+        heardOnly: where.heardOnly,
       });
       this.#log.info(`first contact with ${name}: key ${formatFingerprint(fp)}`);
       return true;
@@ -941,7 +952,9 @@ export class ChatNode {
   #onHeard(p: HeardPeer, up: boolean): void {
     if (this.#closing) return;
     if (this.#nameClash(p)) return;
-    if (!this.#checkTrust(p.name, p.fingerprint, p.spki, p.host, p.port)) return;
+    const isNew = this.#opts.peers.get(p.fingerprint) === undefined;
+    const where = { host: p.host, port: p.port, heardOnly: true };
+    if (!this.#checkTrust(p.name, p.fingerprint, p.spki, where)) return;
     const wasHeard = this.#heard.has(p.fingerprint);
     this.#heard.set(p.fingerprint, p);
     this.#opts.peers.upsert({
@@ -951,6 +964,8 @@ export class ChatNode {
       port: p.port,
       lastSeen: p.lastSeen,
     });
+    // Online now, so never the one forgotten.
+    if (isNew) this.#pruneBook();
     if (up || !wasHeard) {
       this.#emit({
         type: "peer-up",
@@ -1003,6 +1018,26 @@ export class ChatNode {
   #onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void {
     if (!this.#heard.delete(p.fingerprint) || this.#closing) return;
     this.#emit({ type: "peer-down", name: p.name, fingerprint: p.fingerprint, reason });
+    // Offline now: if it was only ever heard, it may be what has to go.
+    this.#pruneBook();
+  }
+
+  /**
+   * Bounds the peers known only from announcements. Never forgotten: peers online now (a peer's
+   * pinned name protects it from clashing keys only while its record exists) and peers with
+   * messages waiting.
+   */
+  #pruneBook(): void {
+    const removed = this.#opts.peers.prune(
+      this.#limits.maxHeardPeers,
+      (fp) => this.#heard.has(fp) || this.#sessions.has(fp) || this.#outbox.has(fp),
+    );
+    if (removed.length > 0) {
+      this.#log.info(
+        `forgot ${removed.length} peer(s) only ever heard, not online (over ` +
+          `${this.#limits.maxHeardPeers}): ${removed.map((r) => r.name).join(", ")}`,
+      );
+    }
   }
 
   // ---------------------------------------------------------------- helpers

@@ -36,6 +36,13 @@ export interface PeerRecord {
   lastSeen: number;
   /** Set when another key took this peer's name after a key change the user accepted. */
   retired?: boolean;
+  /**
+   * Set while the peer is only known from its announcements: no session, no message, no trust
+   * decision yet. Such records may be pruned ({@linkcode PeerBook.prune}); the flag is cleared at
+   * first contact and never set again. Absent in files from before the flag: those count as
+   * contacted.
+   */
+  heardOnly?: boolean;
 }
 
 /** Options of {@linkcode PeerBook.open}. */
@@ -164,6 +171,11 @@ export class PeerBook {
     };
     const retired = rec.retired ?? existing?.retired;
     if (retired !== undefined) merged.retired = retired;
+    // Heard-only until the first contact, then contacted for good.
+    const heardOnly = existing === undefined
+      ? rec.heardOnly === true
+      : existing.heardOnly === true && rec.heardOnly !== false;
+    if (heardOnly) merged.heardOnly = true;
     if (existing === undefined && (rec.name === undefined || rec.spki === undefined)) {
       throw new PeerBookError(`new peer ${rec.fingerprint} needs a name and a key`);
     }
@@ -176,6 +188,34 @@ export class PeerBook {
     this.#dirty = true;
     this.#schedule();
     return { ...merged };
+  }
+
+  /**
+   * Keeps at most `maxHeardOnly` heard-only records (peers only known from their announcements):
+   * beyond that, removes the ones seen longest ago, except those `keep` protects (e.g. peers
+   * online right now). Without it, anyone on the LAN signing announcements with fresh keys would
+   * grow the book, and `peers.json`, without end.
+   *
+   * @returns the records removed
+   * @throws {PeerBookError} when the book is closed.
+   * @example
+   * ```ts
+   * book.prune(1024, (fp) => online.has(fp));
+   * ```
+   */
+  prune(maxHeardOnly: number, keep: (fingerprint: string) => boolean): PeerRecord[] {
+    if (this.#closed) throw new PeerBookError("the peer book is closed");
+    const heardOnly = [...this.#records.values()].filter((r) => r.heardOnly === true);
+    if (heardOnly.length <= maxHeardOnly) return [];
+    const evictable = heardOnly.filter((r) => !keep(r.fingerprint))
+      .sort((a, b) => a.lastSeen - b.lastSeen);
+    const removed = evictable.slice(0, heardOnly.length - maxHeardOnly);
+    for (const r of removed) this.#records.delete(r.fingerprint);
+    if (removed.length > 0) {
+      this.#dirty = true;
+      this.#schedule();
+    }
+    return removed.map((r) => ({ ...r }));
   }
 
   /**
@@ -298,6 +338,7 @@ function parseBook(text: string): PeerRecord[] {
       lastSeen: raw.lastSeen as number,
     };
     if (raw.retired !== undefined) record.retired = raw.retired as boolean;
+    if (raw.heardOnly !== undefined) record.heardOnly = raw.heardOnly as boolean;
     const problem = checkRecord(record);
     if (problem !== undefined) throw new Error(`peer ${String(raw.fingerprint)}: ${problem}`);
     if (seen.has(record.fingerprint)) throw new Error(`peer ${record.fingerprint} twice`);
@@ -336,6 +377,9 @@ function checkRecord(r: PeerRecord): string | undefined {
   if (!Number.isSafeInteger(r.firstSeen) || r.firstSeen < 0) return "firstSeen is not a time";
   if (!Number.isSafeInteger(r.lastSeen) || r.lastSeen < 0) return "lastSeen is not a time";
   if (r.retired !== undefined && typeof r.retired !== "boolean") return "retired is not boolean";
+  if (r.heardOnly !== undefined && typeof r.heardOnly !== "boolean") {
+    return "heardOnly is not boolean";
+  }
   return undefined;
 }
 

@@ -58,6 +58,8 @@ Deno.test("args: every peer option", () => {
     "60",
     "--max-frame-size",
     "200000",
+    "--max-heard-peers",
+    "0",
     "--durability",
     "normal",
   ], env);
@@ -78,6 +80,7 @@ Deno.test("args: every peer option", () => {
     handshakeTimeoutMs: 2500,
     idleTimeoutMs: 60_000,
     maxFrameSize: 200_000,
+    maxHeardPeers: 0,
   });
 });
 
@@ -121,6 +124,11 @@ Deno.test("args: bad input is a UsageError with a clear message", () => {
     [["history", "--name", "A", "--port", "1"], /does not apply/],
     [["--name", "A", "--max-frame-size", "10"], /--max-frame-size/],
     [["--name", "A", "--idle-timeout", "x"], /--idle-timeout/],
+    [["--name", "A", "--max-heard-peers", "-1"], /--max-heard-peers/],
+    [
+      ["--name", "A", "--max-frame-size", "87523"],
+      /--max-frame-size must be a whole number from 87524/,
+    ],
     [["--name", "A", "--durability", "fast"], /--durability/],
   ];
   for (const [args, pattern] of bad) {

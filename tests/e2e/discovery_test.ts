@@ -482,3 +482,65 @@ Deno.test({
     }
   },
 });
+
+Deno.test("discovery: keys minted to flood the peer book are forgotten once offline; contacts stay", async () => {
+  const port = randomPort();
+  const max = 3;
+  const [ann] = await startAll(["Ann"], [...discoveryArgs(port), "--max-heard-peers", String(max)]);
+  const [ben, cal] = await startAll(["Ben", "Cal"], discoveryArgs(port));
+  const sender = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.2", port: 0 });
+  const dirs: string[] = [];
+  try {
+    await allDiscovered([ann, ben, cal]);
+    // Cal becomes a contact (a message), then leaves: offline, but never forgotten.
+    await ann.command("/send Cal see you");
+    await ann.waitFor((e) => e.type === "delivered", 10_000);
+    assert.equal(await cal.quit(), 0);
+    await ann.waitFor(isDown(cal), 10_000);
+
+    // Mallory mints 8 keys and announces each under a fresh name, once: 8 new heard-only peers.
+    const minted: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const dir = await Deno.makeTempDir({ prefix: "p2pchat-mallory-" });
+      dirs.push(dir);
+      const { identity } = await openIdentity(dir);
+      minted.push(identity.fingerprint);
+      const hello = await encodeAnnouncement({
+        kind: "hello",
+        name: `Minted${i}`,
+        tcpPort: 9,
+        replyPort: 9,
+        timestamp: Date.now(),
+        seq: 1,
+        intervalMs: 500,
+      }, identity);
+      await sender.send(hello, { transport: "udp", hostname: LOOPBACK_BROADCAST, port });
+    }
+    for (const fp of minted) {
+      await ann.waitFor((e) => e.type === "peer-up" && e.fingerprint === fp, 10_000);
+    }
+    // Online, they are all kept (a live peer's pinned name must hold); silent, they time out.
+    for (const fp of minted) {
+      await ann.waitFor((e) => e.type === "peer-down" && e.fingerprint === fp, 10_000);
+    }
+    const listed = (await listPeers(ann)).map((p) => p.fingerprint);
+    // Ben, never contacted but online, is one of the `max` heard-only peers kept.
+    const kept = minted.filter((fp) => listed.includes(fp));
+    assert.equal(kept.length, max - 1, `minted peers kept: ${kept.length}`);
+    assert.deepEqual(kept, minted.slice(-(max - 1)), "the ones heard longest ago go first");
+    assert.ok(listed.includes(cal.fingerprint), "a contact is never forgotten");
+    assert.ok(listed.includes(ben.fingerprint), "a peer online is never forgotten");
+    assert.equal(await ann.quit(), 0);
+    const saved = JSON.parse(await Deno.readTextFile(`${ann.dataDir}/peers.json`)).peers as {
+      fingerprint: string;
+      heardOnly?: boolean;
+    }[];
+    assert.equal(saved.filter((r) => r.heardOnly).length, max); // Ben and two minted
+    assert.equal(saved.find((r) => r.fingerprint === cal.fingerprint)?.heardOnly, undefined);
+    assertNoCrashTraces(ann);
+  } finally {
+    sender.close();
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+    for (const p of [ann, ben, cal]) await p.cleanup();
+  }
+});

@@ -313,3 +313,77 @@ Deno.test("PeerBook: a failed write throws from flush, leaves no temporary file,
     assert.deepEqual(warnings, []);
   });
 });
+
+Deno.test("PeerBook: heard-only until the first contact, then contacted for good; saved and read back", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/peers.json`;
+    const book = await PeerBook.open(path);
+    const heard = await fakeKey();
+    const met = await fakeKey();
+    assert.equal(book.upsert({ ...heard, name: "Heard", heardOnly: true }).heardOnly, true);
+    // Heard again (no flag given, or the flag again): still heard-only.
+    assert.equal(book.upsert({ fingerprint: heard.fingerprint, lastSeen: 5 }).heardOnly, true);
+    assert.equal(book.upsert({ ...met, name: "Met", heardOnly: true }).heardOnly, true);
+    // First contact clears it; announcements afterwards cannot set it again.
+    assert.equal(
+      book.upsert({ fingerprint: met.fingerprint, heardOnly: false }).heardOnly,
+      undefined,
+    );
+    assert.equal(
+      book.upsert({ fingerprint: met.fingerprint, heardOnly: true }).heardOnly,
+      undefined,
+    );
+    // A record created by a contact is never heard-only.
+    const direct = await fakeKey();
+    assert.equal(book.upsert({ ...direct, name: "Direct" }).heardOnly, undefined);
+    await book.close();
+
+    const again = await PeerBook.open(path);
+    try {
+      assert.equal(again.get(heard.fingerprint)?.heardOnly, true);
+      assert.equal(again.get(met.fingerprint)?.heardOnly, undefined);
+    } finally {
+      await again.close();
+    }
+    // A bad flag makes the file invalid like any other bad field.
+    const doc = JSON.parse(await Deno.readTextFile(path));
+    doc.peers[0].heardOnly = "yes";
+    await Deno.writeTextFile(path, JSON.stringify(doc));
+    const warnings: string[] = [];
+    const broken = await PeerBook.open(path, { onWarning: (m) => warnings.push(m) });
+    assert.deepEqual(broken.all(), []);
+    assert.match(warnings.join(), /heardOnly is not boolean/);
+    await broken.close();
+  });
+});
+
+Deno.test("PeerBook: prune forgets the heard-only peers heard longest ago, never protected ones or contacts", async () => {
+  await withDir(async (dir) => {
+    const book = await PeerBook.open(`${dir}/peers.json`);
+    try {
+      const contact = await fakeKey();
+      book.upsert({ ...contact, name: "Contact", lastSeen: 1 });
+      const heard: { fingerprint: string; spki: string }[] = [];
+      for (let i = 0; i < 10; i++) {
+        const k = await fakeKey();
+        heard.push(k);
+        book.upsert({ ...k, name: `H${i}`, lastSeen: 100 + i, heardOnly: true });
+      }
+      assert.deepEqual(book.prune(10, () => false), []);
+      // Over by 4: the four heard longest ago go, except H1, which is online (protected).
+      const online = new Set([heard[1].fingerprint]);
+      const removed = book.prune(6, (fp) => online.has(fp));
+      assert.deepEqual(removed.map((r) => r.name), ["H0", "H2", "H3", "H4"]);
+      assert.deepEqual(
+        book.all().map((r) => r.name).sort(),
+        ["Contact", "H1", "H5", "H6", "H7", "H8", "H9"],
+      );
+      // Everything protected: nothing to remove, the bound waits for them to go offline.
+      assert.deepEqual(book.prune(0, () => true), []);
+      assert.equal(book.prune(0, () => false).length, 6);
+      assert.deepEqual(book.all().map((r) => r.name), ["Contact"]);
+    } finally {
+      await book.close();
+    }
+  });
+});
