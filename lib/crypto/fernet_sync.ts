@@ -13,13 +13,6 @@
  */
 
 import { createCipheriv, createDecipheriv, createHash, type Hash } from "node:crypto";
-
-/** What createCipheriv and createDecipheriv return: both stream through `update`. */
-type Cipher = {
-  update(data: Uint8Array): Uint8Array;
-  final(): Uint8Array;
-  setAutoPadding(on: boolean): unknown;
-};
 import {
   encryptParams,
   HMAC_LENGTH,
@@ -34,6 +27,14 @@ export { generateKey, InvalidKeyError, InvalidTokenError } from "./fernet_token.
 
 const BLOCK = 16;
 const SHA256_BLOCK = 64;
+
+/** What createCipheriv and createDecipheriv return: both stream through `update`. */
+type Cipher = {
+  update(data: Uint8Array): Uint8Array;
+  final(): Uint8Array;
+  setAutoPadding(on: boolean): unknown;
+};
+
 const encoder = new TextEncoder();
 
 /**

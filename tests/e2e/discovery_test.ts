@@ -63,6 +63,24 @@ const isUp = (q: PeerProcess) => (e: Event) =>
 const isDown = (q: PeerProcess) => (e: Event) =>
   e.type === "peer-down" && e.fingerprint === q.fingerprint;
 
+/** Signs a `hello` under `name` with `identity` and broadcasts it on loopback from `sender`. */
+async function announceAs(
+  sender: Deno.DatagramConn,
+  identity: Awaited<ReturnType<typeof openIdentity>>["identity"],
+  opts: { name: string; seq: number; port: number },
+): Promise<void> {
+  const hello = await encodeAnnouncement({
+    kind: "hello",
+    name: opts.name,
+    tcpPort: 9,
+    replyPort: 9,
+    timestamp: Date.now(),
+    seq: opts.seq,
+    intervalMs: 500,
+  }, identity);
+  await sender.send(hello, { transport: "udp", hostname: LOOPBACK_BROADCAST, port: opts.port });
+}
+
 /** Asks for `/peers` and returns the list. */
 async function listPeers(p: PeerProcess): Promise<Event[]> {
   const answer = p.next((e) => e.type === "peers");
@@ -394,16 +412,7 @@ Deno.test("discovery: an announcement claiming a known name with another key doe
     await allDiscovered([ann, ben]);
     // Mallory signs a perfectly valid announcement, with her own key, under the name "Ben".
     const { identity } = await openIdentity(dir);
-    const forged = await encodeAnnouncement({
-      kind: "hello",
-      name: "Ben",
-      tcpPort: 9,
-      replyPort: 9,
-      timestamp: Date.now(),
-      seq: 1,
-      intervalMs: 500,
-    }, identity);
-    await sender.send(forged, { transport: "udp", hostname: LOOPBACK_BROADCAST, port });
+    await announceAs(sender, identity, { name: "Ben", seq: 1, port });
     await sleep(300);
 
     // Ann's messages to the Ben she pinned still go to him.
@@ -419,16 +428,7 @@ Deno.test("discovery: an announcement claiming a known name with another key doe
     // reported, and held until /trust, as for a connection.
     assert.equal(await ben.quit(), 0);
     await ann.waitFor(isDown(ben), 10_000);
-    const again = await encodeAnnouncement({
-      kind: "hello",
-      name: "Ben",
-      tcpPort: 9,
-      replyPort: 9,
-      timestamp: Date.now(),
-      seq: 2,
-      intervalMs: 500,
-    }, identity);
-    await sender.send(again, { transport: "udp", hostname: LOOPBACK_BROADCAST, port });
+    await announceAs(sender, identity, { name: "Ben", seq: 2, port });
     const changed = await ann.waitFor((e) => e.type === "key-changed", 10_000);
     assert.equal(changed.old, ben.fingerprint);
     assert.equal(changed.new, identity.fingerprint);
@@ -505,16 +505,7 @@ Deno.test("discovery: keys minted to flood the peer book are forgotten once offl
       dirs.push(dir);
       const { identity } = await openIdentity(dir);
       minted.push(identity.fingerprint);
-      const hello = await encodeAnnouncement({
-        kind: "hello",
-        name: `Minted${i}`,
-        tcpPort: 9,
-        replyPort: 9,
-        timestamp: Date.now(),
-        seq: 1,
-        intervalMs: 500,
-      }, identity);
-      await sender.send(hello, { transport: "udp", hostname: LOOPBACK_BROADCAST, port });
+      await announceAs(sender, identity, { name: `Minted${i}`, seq: 1, port });
     }
     for (const fp of minted) {
       await ann.waitFor((e) => e.type === "peer-up" && e.fingerprint === fp, 10_000);
