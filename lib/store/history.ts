@@ -360,31 +360,16 @@ export class HistoryStore {
     msg: { id: string; peer: string; peerName: string; text: string; sentAt: number },
     state: "queued" | "sent",
   ): Promise<void> {
-    if (this.#closed) return Promise.reject(this.#closedError());
     if (state !== "queued" && state !== "sent") {
       return Promise.reject(
         new RangeError(`an outgoing message starts queued or sent, not ${state}`),
       );
     }
-    const bad = invalidMessage(msg);
-    if (bad !== null) return Promise.reject(bad);
-    let body: string;
-    try {
-      body = this.#seal(msg.id, msg.text);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    const sealed = this.#prepare(msg);
+    if ("error" in sealed) return Promise.reject(sealed.error);
     const done = Promise.withResolvers<void>();
-    this.#enqueue({
-      kind: "out",
-      id: msg.id,
-      peer: msg.peer,
-      peerName: msg.peerName,
-      sentAt: msg.sentAt,
-      state,
-      body,
-      done,
-    });
+    const { id, peer, peerName, sentAt } = msg;
+    this.#enqueue({ kind: "out", id, peer, peerName, sentAt, state, body: sealed.body, done });
     return done.promise;
   }
 
@@ -405,29 +390,14 @@ export class HistoryStore {
       receivedAt: number;
     },
   ): Promise<boolean> {
-    if (this.#closed) return Promise.reject(this.#closedError());
-    const bad = invalidMessage(msg);
-    if (bad !== null) return Promise.reject(bad);
-    let body: string;
-    try {
-      body = this.#seal(msg.id, msg.text);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    const sealed = this.#prepare(msg);
+    if ("error" in sealed) return Promise.reject(sealed.error);
     // No lookup first: `ON CONFLICT (id) DO NOTHING` and the row count tell a duplicate (also
     // one within the same batch). A retransmission is rare, so encrypting it again costs less
     // than a query for every message.
     const done = Promise.withResolvers<boolean>();
-    this.#enqueue({
-      kind: "in",
-      id: msg.id,
-      peer: msg.peer,
-      peerName: msg.peerName,
-      sentAt: msg.sentAt,
-      receivedAt: msg.receivedAt,
-      body,
-      done,
-    });
+    const { id, peer, peerName, sentAt, receivedAt } = msg;
+    this.#enqueue({ kind: "in", id, peer, peerName, sentAt, receivedAt, body: sealed.body, done });
     return done.promise;
   }
 
@@ -632,6 +602,20 @@ export class HistoryStore {
     } catch (e) {
       if (e instanceof StoreError) throw e;
       throw new StoreError(`cannot read ${this.#path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /** Checks a message to store and encrypts its text: its body, or what to reject with. */
+  #prepare(
+    msg: { id: string; peer: string; peerName: string; text: string; sentAt: number },
+  ): { body: string } | { error: unknown } {
+    if (this.#closed) return { error: this.#closedError() };
+    const bad = invalidMessage(msg);
+    if (bad !== null) return { error: bad };
+    try {
+      return { body: this.#seal(msg.id, msg.text) };
+    } catch (e) {
+      return { error: e };
     }
   }
 
