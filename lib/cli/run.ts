@@ -140,10 +140,10 @@ async function runLockedPeer(opts: PeerOptions, log: Logger): Promise<number> {
       await runHeadless(node, { stop: stop.promise });
     } else {
       const { runTerminal } = await import("../ui/terminal/mod.ts");
-      // The terminal UI reads the current state (node.peers()) when it starts, so it does not
-      // need the events emitted while starting.
-      await node.start();
+      // The terminal UI starts the node once it listens: the start shows the messages stored
+      // before a crash and never shown.
       await runTerminal(node, {
+        startNode: () => node.start(),
         log,
         stop: stop.promise,
         intervalMs: opts.intervalMs,

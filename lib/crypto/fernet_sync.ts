@@ -127,6 +127,7 @@ export class FernetSync {
    * ```
    */
   encrypt(data: Uint8Array | string, opts?: { now?: number; iv?: Uint8Array }): string {
+    if (this.closed) throw new FernetClosedError();
     const plain = typeof data === "string" ? encoder.encode(data) : data;
     const { seconds, iv } = encryptParams(opts);
     // PKCS7: 1 to 16 bytes of padding, each holding the padding length.
@@ -161,6 +162,7 @@ export class FernetSync {
    * ```
    */
   decrypt(token: string, opts?: { ttl?: number; now?: number }): Uint8Array {
+    if (this.closed) throw new FernetClosedError();
     const parsed = parseToken(token, opts);
     if (!timingSafeEqual(this.#mac.sign(parsed.signed), parsed.mac)) {
       throw new InvalidTokenError("wrong HMAC");

@@ -378,6 +378,8 @@ export class ChatNode {
     // Retire every other key that held this name; messages held for it go to the new key.
     for (const old of this.#opts.peers.byName(name)) {
       if (old.fingerprint === fp || old.retired) continue;
+      // Gone meanwhile (a heard-only record pruned while an earlier outbox moved): nothing to do.
+      if (this.#opts.peers.get(old.fingerprint) === undefined) continue;
       this.#opts.peers.upsert({ fingerprint: old.fingerprint, retired: true });
       await this.#moveOutbox(old.fingerprint, fp, name);
     }
@@ -635,6 +637,8 @@ export class ChatNode {
     this.#opts.peers.upsert({
       fingerprint: fp,
       name: hs.peerName,
+      // The key again: a heard-only record may have been pruned while READY was on its way.
+      spki: toBase64(hs.peerKey.spki),
       host,
       port,
       lastSeen: Date.now(),
@@ -1075,6 +1079,9 @@ export class ChatNode {
     messages: { id: string; peerName: string; peer: string; text: string; sentAt: number }[],
   ): void {
     if (messages.length === 0) return;
+    // Nobody to show them to (a UI that has not subscribed yet): they stay unshown, for the next
+    // start, rather than being marked shown unseen.
+    const heard = this.#listeners.size > 0;
     const written: Promise<unknown>[] = [];
     for (const m of messages) {
       written.push(...this.#emit({
@@ -1086,6 +1093,7 @@ export class ChatNode {
         sentAt: m.sentAt,
       }));
     }
+    if (!heard) return;
     const ids = messages.map((m) => m.id);
     this.#track(Promise.allSettled(written).then(() => this.#opts.history.markShown(ids)));
   }

@@ -169,9 +169,9 @@ export class Session {
       new FernetSync(hs.recvKey),
       opts,
     );
-    await session.#write({ type: FrameType.READY, seq: 0, sentAt: Date.now() });
     const timer = setTimeout(() => conn.close(), opts.readyTimeoutMs ?? 10_000);
     try {
+      await session.#write({ type: FrameType.READY, seq: 0, sentAt: Date.now() });
       const payload = await conn.read();
       if (payload === null) throw new SessionError("peer closed before proving its session keys");
       const frame = session.#open(payload);

@@ -227,13 +227,16 @@ export class HistoryStore {
     this.#insert = db.prepare(
       `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
     );
+    // A delivered message never goes back to queued or sent: a late `sent` (its write finished
+    // after the peer's ACK was handled) must not undo `delivered`.
+    const forward = "NOT (state = 'delivered' AND ?1 IN ('queued', 'sent'))";
     this.#update = db.prepare(
-      "UPDATE messages SET state = ? WHERE id = ? AND direction = 'out'",
+      `UPDATE messages SET state = ?1 WHERE id = ?2 AND direction = 'out' AND ${forward}`,
     );
     // One statement for a whole ACK: the ids travel as one JSON array parameter.
     this.#updateMany = db.prepare(
-      `UPDATE messages SET state = ? WHERE direction = 'out'
-       AND id IN (SELECT value FROM json_each(?))`,
+      `UPDATE messages SET state = ?1 WHERE direction = 'out' AND ${forward}
+       AND id IN (SELECT value FROM json_each(?2))`,
     );
     this.#has = db.prepare("SELECT 1 AS x FROM messages WHERE id = ?");
     this.#seqOf = db.prepare("SELECT seq FROM messages WHERE id = ?");
@@ -746,8 +749,14 @@ export class HistoryStore {
       this.#shownThrough = shownThrough;
       this.#shownAbove = shownAbove;
     } catch (e) {
+      // The rows of this batch do not exist. What was shown stays shown: that happened whatever
+      // the database says, and the next marks commit saves it (a crash before then shows those
+      // messages again, which is the safe side).
       for (const id of added) this.#unshown.delete(id);
-      for (const [id, seq] of removed) this.#unshown.set(id, seq);
+      const rolledBack = new Set(added);
+      for (const [id, seq] of removed) {
+        if (!rolledBack.has(id) && seq > this.#shownThrough) this.#shownAbove.add(seq);
+      }
       let detail = message(e);
       try {
         if (this.#db.isTransaction) this.#db.exec("ROLLBACK");

@@ -346,6 +346,7 @@ Deno.test("FernetSync answers synchronously and throws the same error classes", 
   assert.ok(f.closed);
   assert.throws(() => f.encrypt("late"), sync.FernetClosedError);
   assert.throws(() => f.decrypt(token), sync.FernetClosedError);
+  assert.throws(() => f.decrypt(token.slice(0, -8)), sync.FernetClosedError);
   f.close();
 });
 

@@ -267,15 +267,15 @@ Deno.test("setStates changes many outgoing messages in one write, in request ord
       // Not awaited, in one batch: applied in the order requested, the last one wins.
       const ids = ["s1", "s3"];
       const writes = [
-        store.setStates(ids, "delivered"),
-        store.setState("s1", "failed"),
-        store.setStates(ids, "queued"),
+        store.setStates(ids, "failed"),
+        store.setState("s1", "queued"),
+        store.setStates(ids, "sent"),
       ];
       ids.push("s0"); // the store keeps its own copy of the list
       await Promise.all(writes);
       assert.deepEqual(
         (await store.outbox(BOB)).map((m) => [m.id, m.state]),
-        [["s1", "queued"], ["s3", "queued"]],
+        [["s1", "sent"], ["s3", "sent"]],
       );
       assert.equal((await store.history(BOB))[0].state, "delivered");
       await assert.rejects(store.setStates(["s1"], "lost" as "sent"), RangeError);
@@ -535,6 +535,66 @@ Deno.test("incoming messages stay unshown until marked, across restarts, oldest 
         const row = db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get();
         assert.equal(Number(row?.value), 5); // a1, o1, a2, a3, a4
       });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("a failed batch: its rows are not unshown, and what it marked shown stays shown", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      // An insert of id "boom" fails, and with it the whole batch it is in.
+      raw(path, (db) =>
+        db.exec(`CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.id = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END`));
+      await store.recordIncoming(inc("a", BOB, "stored"));
+      const failed = [
+        store.recordIncoming(inc("x", BOB, "rolled back")),
+        store.markShown(["a", "x"]),
+        store.recordIncoming(inc("boom", BOB, "fails")),
+      ];
+      for (const r of await Promise.allSettled(failed)) assert.equal(r.status, "rejected");
+      // x does not exist; a was shown (whatever the database says) and is not offered again.
+      assert.deepEqual(await ids(store), []);
+      assert.equal(store.has("x"), false);
+      // The next marks commit saves it: after a restart, nothing is offered again either.
+      assert.equal(await store.recordIncoming(inc("b", BOB, "next")), true);
+      assert.deepEqual(await ids(store), ["b"]);
+      await store.markShown(["b"]);
+    } finally {
+      await store.close();
+    }
+    const again = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await ids(again), []);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("a delivered message never goes back to sent or queued", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+      key: generateKey(),
+      durable: "normal",
+    });
+    try {
+      await store.recordOutgoing(out("o1", BOB, "one"), "queued");
+      await store.recordOutgoing(out("o2", BOB, "two"), "queued");
+      await store.setStates(["o1", "o2"], "delivered");
+      // A `sent` whose write finished after the ACK was handled comes late: it changes nothing.
+      await store.setState("o1", "sent");
+      await store.setStates(["o2"], "queued");
+      const states = (await store.history(BOB)).map((m) => m.state);
+      assert.deepEqual(states, ["delivered", "delivered"]);
+      await store.setState("o1", "failed");
+      assert.equal((await store.history(BOB))[0].state, "failed");
     } finally {
       await store.close();
     }

@@ -37,6 +37,12 @@ export interface TerminalOptions {
   color?: boolean;
   /** Terminal width (default: the real one, or 80). */
   columns?: () => number;
+  /**
+   * Starts the node once the UI listens to it (default: the node is running already). Starting
+   * it here means the UI sees every event of the start, among them the messages that arrived
+   * before a crash and were never shown: they are shown then.
+   */
+  startNode?: () => Promise<void>;
 }
 
 /**
@@ -103,6 +109,7 @@ export async function runTerminalWith(node: TerminalNode, opts: TerminalOptions)
     }
     screen.print(banner(node, style));
     app.start();
+    await opts.startNode?.();
     prompter.start();
     const menu = runMenu(app).catch((e) => {
       // While closing, a view waiting on the node sees it shut: not worth a word.

@@ -433,3 +433,31 @@ Deno.test("history view shows both sides with states; log lines print above the 
     await finish(h);
   }
 });
+
+Deno.test("the node starts once the UI listens: messages shown at start (stored before a crash) reach it", async () => {
+  let node!: FakeNode;
+  const h = start({
+    interactive: false,
+    setup: (n) => node = n,
+    startNode: () => {
+      // What ChatNode.start does with messages stored and never shown: events, before the menu.
+      node.emit({
+        type: "message",
+        id: "early",
+        from: "Bob",
+        fingerprint: FP_BOB,
+        text: "sent while you were down",
+        sentAt: 1,
+      });
+      return Promise.resolve();
+    },
+  });
+  try {
+    // Outside a chat a message is announced as unread, before the menu's first prompt.
+    await h.waitFor("p2pchat> ");
+    const notice = h.out().indexOf("Bob sent you a message (1 unread)");
+    assert.ok(notice >= 0 && notice < h.out().indexOf("p2pchat> "), h.out());
+  } finally {
+    await finish(h);
+  }
+});
