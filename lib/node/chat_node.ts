@@ -1071,7 +1071,8 @@ export class ChatNode {
 
   /**
    * Emits `message` for stored incoming messages, then marks them shown once every listener has
-   * written them out (a listener that writes later returns a promise). A crash before the mark
+   * written them out (a listener that writes later returns a promise; a rejected one means not
+   * shown). A crash before the mark
    * shows them again at the next start (see {@linkcode start}); one after it never does, so each
    * id reaches the `message` events once, unless the crash falls in the instant between the two.
    */
@@ -1095,7 +1096,13 @@ export class ChatNode {
     }
     if (!heard) return;
     const ids = messages.map((m) => m.id);
-    this.#track(Promise.allSettled(written).then(() => this.#opts.history.markShown(ids)));
+    this.#track(
+      Promise.all(written).then(
+        () => this.#opts.history.markShown(ids),
+        // A listener could not write them out (stdout closed): not shown, so shown at next start.
+        () => {},
+      ),
+    );
   }
 }
 

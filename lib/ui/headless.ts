@@ -6,6 +6,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { RuntimeError } from "../cli/errors.ts";
 import { type ChatNode, NodeError } from "../node/chat_node.ts";
 import type { NodeEvent, WithoutTs } from "../node/events.ts";
 
@@ -104,7 +105,8 @@ export interface HeadlessOptions {
  */
 export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): Promise<void> {
   const stdout = opts.write ? null : new LineBatcher(writeAllStdout);
-  const write = opts.write ?? ((line: string) => stdout!.push(line));
+  const write: (line: string) => void | Promise<void> = opts.write ??
+    ((line: string) => stdout!.push(line));
   const emit = (e: NodeEvent) => write(JSON.stringify(e));
   const unsubscribe = node.subscribe(emit);
   const error = (message: string, command?: string) =>
@@ -140,11 +142,14 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
   // Whole batches of lines per read: a script piping thousands of commands costs one await per
   // chunk of input, not one per line.
   const lines = readLineBatches(opts.input ?? Deno.stdin.readable);
-  const stopped = opts.stop?.then(() => "stop" as const);
+  const outputGone = stdout?.failed.then(() => "stop" as const);
+  const stopped = [opts.stop?.then(() => "stop" as const), outputGone].filter((p) =>
+    p !== undefined
+  );
   try {
     reading: for (;;) {
       const next = lines.next();
-      const result = stopped ? await Promise.race([next, stopped]) : await next;
+      const result = stopped.length > 0 ? await Promise.race([next, ...stopped]) : await next;
       if (result === "stop" || result.done) break;
       for (const line of result.value) {
         if (!handle(line)) break reading;
@@ -160,10 +165,16 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
     clearTimeout(timer);
     await node.close();
     unsubscribe();
-    write(JSON.stringify({ type: "bye", ts: Date.now() }));
+    const bye = write(JSON.stringify({ type: "bye", ts: Date.now() }));
+    if (bye instanceof Promise) bye.catch(() => {/* output is gone: the error below says so */});
     // The process exits right after this returns: nothing may stay in the buffer.
     stdout?.flush();
     lines.return(undefined).catch(() => {/* stdin already closed: nothing to release */});
+  }
+  if (stdout?.failure) {
+    throw new RuntimeError(
+      `stopped: cannot write to stdout (${stdout.failure.message}); peers were told goodbye`,
+    );
   }
 }
 
@@ -250,16 +261,25 @@ class LineBatcher {
   #lines: string[] = [];
   #written: PromiseWithResolvers<void> | null = null;
   #sink: (bytes: Uint8Array) => void;
+  /** The write error that ended output (the reader went away), if one did. */
+  failure: Error | null = null;
+  /** Resolves once output has failed: nothing more can be written. */
+  readonly failed: Promise<void>;
+  #fail!: () => void;
 
   constructor(sink: (bytes: Uint8Array) => void) {
     this.#sink = sink;
+    this.failed = new Promise((resolve) => this.#fail = resolve);
   }
 
-  /** Queues a line; the promise resolves once it has been written. */
+  /** Queues a line; the promise resolves once it has been written, and rejects if it cannot be. */
   push(line: string): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
     this.#lines.push(line);
     if (this.#written === null) {
       this.#written = Promise.withResolvers<void>();
+      // Settled or not, nobody may have to wait for it (a `sent` line nobody awaits).
+      this.#written.promise.catch(() => {});
       setImmediate(() => this.flush());
     }
     return this.#written.promise;
@@ -268,12 +288,22 @@ class LineBatcher {
   flush(): void {
     const written = this.#written;
     this.#written = null;
-    if (this.#lines.length > 0) {
+    if (this.#lines.length > 0 && this.failure === null) {
       const text = this.#lines.join("\n") + "\n";
       this.#lines = [];
-      this.#sink(encoder.encode(text));
+      try {
+        this.#sink(encoder.encode(text));
+      } catch (e) {
+        // A closed pipe (the reader went away) or a broken terminal: stop, do not crash.
+        this.failure = e instanceof Error ? e : new Error(String(e));
+        written?.reject(this.failure);
+        this.#fail();
+        return;
+      }
     }
-    written?.resolve();
+    this.#lines = [];
+    if (this.failure !== null) written?.reject(this.failure);
+    else written?.resolve();
   }
 }
 

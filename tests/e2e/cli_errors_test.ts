@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { PeerProcess, runMain } from "../_helpers/peer_process.ts";
+import { MAIN, PeerProcess, runMain } from "../_helpers/peer_process.ts";
+import { RUN_FLAGS } from "../../lib/cli/permissions.ts";
 
 function oneLine(stderr: string): void {
   const lines = stderr.trim().split("\n").filter((l) => !l.includes("creating your identity"));
@@ -139,5 +140,56 @@ Deno.test("cli: one running peer per data directory", async () => {
     assert.equal(await again.quit(), 0);
   } finally {
     await first.cleanup();
+  }
+});
+
+Deno.test("cli: headless whose reader goes away stops in one line, exit 1, peers told goodbye", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-gone-" });
+  const bob = await PeerProcess.start("Bob");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...RUN_FLAGS,
+      MAIN,
+      "--name",
+      "Alice",
+      "--port",
+      "0",
+      "--data-dir",
+      dir,
+      "--no-discovery",
+      "--headless",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const stderr = new Response(child.stderr).text();
+  try {
+    // Read up to `ready`, then hang up: the next event line meets a closed pipe.
+    const reader = child.stdout.getReader();
+    let seen = "";
+    while (!seen.includes('"ready"')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += new TextDecoder().decode(value);
+    }
+    await reader.cancel();
+    await stdin.write(new TextEncoder().encode(`/connect ${bob.address}\n`));
+    const status = await child.status;
+    assert.equal(status.code, 1);
+    const err = await stderr;
+    assert.match(err, /cannot write to stdout/);
+    oneLine(err);
+    // The session it had opened was closed with a goodbye, not dropped.
+    const gone = await bob.waitFor((e) => e.type === "disconnected", 10_000);
+    assert.equal(gone.name, "Alice");
+    assert.equal(gone.reason, "goodbye");
+  } finally {
+    await stdin.close().catch(() => {});
+    await bob.cleanup();
+    await Deno.remove(dir, { recursive: true });
   }
 });
