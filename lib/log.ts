@@ -26,7 +26,11 @@ export class Logger {
   #level: number;
   #sink: LogSink;
 
-  /** @param opts `level` (default "warn"), `sink` (default: stderr). */
+  /**
+   * Makes a logger that passes on entries at `level` or more severe.
+   *
+   * @param opts `level` (default "warn"), `sink` (default: stderr).
+   */
   constructor(opts: { level?: LogLevel; sink?: LogSink } = {}) {
     this.#level = ORDER[opts.level ?? "warn"];
     this.#sink = opts.sink ?? writeStderr;

@@ -19,7 +19,11 @@ export const DEFAULT_DISCOVERY_PORT = 54545;
 
 /** A bad command line: printed as one line, exit status 2. */
 export class UsageError extends Error {
-  /** @param message What is wrong, for the user. */
+  /**
+   * Makes the error that ends the program with exit status 2.
+   *
+   * @param message What is wrong, for the user.
+   */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";
@@ -28,17 +32,27 @@ export class UsageError extends Error {
 
 /** Options of a chat peer. */
 export interface PeerOptions {
+  /** Run a chat peer. */
   command: "peer";
+  /** Your display name, already checked by `isValidName`. */
   name: string;
+  /** TCP port to listen on (default 5000; 0 means any free port). */
   port: number;
+  /** Directory of the identity, `peers.json` and `chat_history.db`. */
   dataDir: string;
+  /** UDP port of the LAN announcements (default 54545). */
   discoveryPort: number;
   /** Explicit announcement targets; null means every interface's broadcast address. */
   broadcast: string[] | null;
+  /** Time between announcements, in ms (default 5000). */
   intervalMs: number;
+  /** False with `--no-discovery`: no UDP at all, peers are reached by address only. */
   discovery: boolean;
+  /** File holding the passphrase that protects your keys; null when none was given. */
   passphraseFile: string | null;
+  /** Speak JSON lines on stdin/stdout instead of showing the interactive menu. */
   headless: boolean;
+  /** Log connections and discovery details too (level `info` instead of `warn`). */
   verbose: boolean;
   /** Connection limits given on the command line (the rest keep their defaults). */
   limits: PeerLimits;
@@ -48,22 +62,38 @@ export interface PeerOptions {
 
 /** Limits settable from the command line (see lib/node/chat_node.ts NodeLimits). */
 export interface PeerLimits {
+  /** Open TCP connections in all (`--max-connections`). */
   maxConnections?: number;
+  /** Unauthenticated connections per remote address (`--max-per-address`). */
   maxPendingPerAddress?: number;
+  /** Time allowed for a handshake, in ms (`--handshake-timeout`, given in seconds). */
   handshakeTimeoutMs?: number;
+  /** Largest frame after authentication, in bytes (`--max-frame-size`). */
   maxFrameSize?: number;
+  /** A session silent this long is closed, in ms (`--idle-timeout`, given in seconds). */
   idleTimeoutMs?: number;
+  /** Peers kept that were only ever heard, never contacted (`--max-heard-peers`). */
   maxHeardPeers?: number;
 }
 
 /** Options of `p2pchat history`. */
 export interface HistoryOptions {
+  /** Print stored history. */
   command: "history";
+  /** Your display name; it picks the default data directory. */
   name: string;
+  /** Directory of the identity, `peers.json` and `chat_history.db`. */
   dataDir: string;
+  /**
+   * Only the conversation with this peer (a name or a fingerprint prefix of 8+ hex digits);
+   * null for every conversation.
+   */
   peer: string | null;
+  /** Most recent messages shown per conversation (default 50). */
   limit: number;
+  /** Print JSON instead of text. */
   json: boolean;
+  /** File holding the passphrase that protects your keys; null when none was given. */
   passphraseFile: string | null;
 }
 

@@ -6,7 +6,11 @@
 
 /** A failure at run time: one line on stderr, exit status 1. */
 export class RuntimeError extends Error {
-  /** @param message A one-line explanation for the user. */
+  /**
+   * Makes the error that ends the program with exit status 1.
+   *
+   * @param message A one-line explanation for the user.
+   */
   constructor(message: string) {
     super(message);
     this.name = "RuntimeError";

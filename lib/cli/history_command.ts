@@ -12,8 +12,11 @@ import { RuntimeError } from "./errors.ts";
 
 /** One conversation as printed with `--json`. */
 export interface ConversationDump {
+  /** The peer's name: from the peer book, else the one stored with its messages. */
   peer: string;
+  /** The peer's fingerprint (lowercase hex SHA-256 of its public key). */
   fingerprint: string;
+  /** The last messages of the conversation, oldest first; times are ms since the epoch. */
   messages: {
     id: string;
     direction: "in" | "out";

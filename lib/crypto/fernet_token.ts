@@ -15,7 +15,7 @@
 
 const VERSION = 0x80;
 /** Bytes before the ciphertext: version, timestamp, IV. */
-export const HEADER_LENGTH = 1 + 8 + 16;
+export const HEADER_LENGTH: number = 1 + 8 + 16;
 /** Bytes of the HMAC-SHA256 at the end of a token. */
 export const HMAC_LENGTH = 32;
 const BLOCK = 16;
@@ -44,7 +44,11 @@ const BASE64URL = { alphabet: "base64url" } as const;
  * ```
  */
 export class InvalidTokenError extends Error {
-  /** @param reason why the token was rejected */
+  /**
+   * Makes the error; its message is `invalid Fernet token: ` followed by `reason`.
+   *
+   * @param reason why the token was rejected
+   */
   constructor(reason: string) {
     super(`invalid Fernet token: ${reason}`);
     this.name = "InvalidTokenError";
@@ -61,7 +65,11 @@ export class InvalidTokenError extends Error {
  * ```
  */
 export class InvalidKeyError extends Error {
-  /** @param reason what is wrong with the key */
+  /**
+   * Makes the error; its message is `invalid Fernet key: ` followed by `reason`.
+   *
+   * @param reason what is wrong with the key
+   */
   constructor(reason: string) {
     super(`invalid Fernet key: ${reason}`);
     this.name = "InvalidKeyError";

@@ -13,6 +13,8 @@ import { generateKey as generateFernetKey } from "./fernet.ts";
 /** Any problem with the identity: corrupt or truncated key files, bad keys, an unusable directory. */
 export class IdentityError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message one line naming the file or key concerned
    * @param options the underlying error, if any
    */
@@ -24,7 +26,12 @@ export class IdentityError extends Error {
 
 /** The passphrase does not open the wrapped key file (or the file was altered). */
 export class WrongPassphraseError extends IdentityError {
-  /** @param message one line naming the file */
+  /**
+   * Makes the error.
+   *
+   * @param message one line naming the file
+   * @param options the underlying error, if any
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "WrongPassphraseError";
@@ -33,7 +40,12 @@ export class WrongPassphraseError extends IdentityError {
 
 /** The key file is wrapped by a passphrase, but none was given. */
 export class PassphraseRequiredError extends IdentityError {
-  /** @param message one line naming the file */
+  /**
+   * Makes the error.
+   *
+   * @param message one line naming the file
+   * @param options the underlying error, if any
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "PassphraseRequiredError";

@@ -61,6 +61,8 @@ export class AnnouncementError extends Error {
   readonly reason: AnnouncementReason;
 
   /**
+   * Makes the error.
+   *
    * @param message What went wrong, for the log.
    * @param reason A stable code for the failure.
    * @param options The underlying error, when there is one.

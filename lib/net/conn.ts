@@ -13,7 +13,11 @@ import { DEFAULT_MAX_FRAME_SIZE, encodeFrames, FrameDecoder } from "./frame.ts";
 
 /** Thrown by {@linkcode FramedConn.write} once the connection is closed or broken. */
 export class ConnectionClosedError extends Error {
-  /** @param message Why the write could not happen. */
+  /**
+   * Makes the error.
+   *
+   * @param message Why the write could not happen (default "connection closed").
+   */
   constructor(message = "connection closed") {
     super(message);
     this.name = "ConnectionClosedError";
@@ -65,6 +69,8 @@ export class FramedConn {
   readonly remote: { hostname: string; port: number };
 
   /**
+   * Takes over `conn` and frames its bytes; for TCP, Nagle's algorithm is turned off.
+   *
    * @param conn An open TCP (or other stream) connection; the FramedConn owns it from now on.
    * @param opts Limits, see {@linkcode FramedConnOptions}.
    */

@@ -129,6 +129,8 @@ export interface DiscoveryOptions {
 /** Thrown by {@linkcode Discovery.start} when discovery cannot run (port not bindable, ...). */
 export class DiscoveryError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What went wrong, for the user.
    * @param options The underlying error.
    */

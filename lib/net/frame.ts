@@ -19,6 +19,8 @@ export class FrameError extends Error {
   readonly reason: "too-large";
 
   /**
+   * Makes the error.
+   *
    * @param message What went wrong, for the log.
    * @param reason A stable code for the failure.
    */
@@ -108,7 +110,11 @@ export class FrameDecoder {
   #buffered = 0;
   #need = -1; // payload length of the frame in progress, -1 while the header is incomplete
 
-  /** @param opts Limits; see {@linkcode FrameOptions}. */
+  /**
+   * Makes a decoder with nothing buffered.
+   *
+   * @param opts Limits; see {@linkcode FrameOptions}.
+   */
   constructor(opts: FrameOptions = {}) {
     this.#max = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
   }

@@ -64,7 +64,11 @@ export const DEFAULT_LIMITS: NodeLimits = {
 
 /** A command could not be carried out; the message is meant for the user. */
 export class NodeError extends Error {
-  /** @param message A one-line explanation for the user. */
+  /**
+   * Makes the error.
+   *
+   * @param message A one-line explanation for the user.
+   */
   constructor(message: string) {
     super(message);
     this.name = "NodeError";
@@ -73,22 +77,33 @@ export class NodeError extends Error {
 
 /** What {@linkcode ChatNode} is built from. */
 export interface ChatNodeOptions {
+  /** Our display name, given in handshakes and events. */
   name: string;
+  /** Our RSA key pair; its fingerprint is who we are to peers. */
   identity: Identity;
+  /** The message store and outbox; {@linkcode ChatNode.close} closes it. */
   history: HistoryStore;
+  /** The book of known peers and their pinned keys; {@linkcode ChatNode.close} closes it. */
   peers: PeerBook;
+  /** An open TCP listener: accepted on from {@linkcode ChatNode.start}, closed with the node. */
   listener: Deno.TcpListener;
+  /** The data directory; only reported in the `ready` event. */
   dataDir: string;
+  /** Where warnings and connection details go. */
   log: Logger;
   /** Creates the discovery service once the node knows its port; omitted with --no-discovery. */
   discovery?: (hooks: DiscoveryHooks) => Discovery;
+  /** Limits to change; the rest keep {@linkcode DEFAULT_LIMITS}. */
   limits?: Partial<NodeLimits>;
 }
 
 /** Callbacks the node gives to its discovery service. */
 export interface DiscoveryHooks {
+  /** A peer is heard for the first time, or again after it went down. */
   onPeerUp(p: HeardPeer): void;
+  /** Every accepted announcement of a peer (its address may have changed). */
   onPeerSeen(p: HeardPeer): void;
+  /** A peer was not heard for 3 of its intervals, or said goodbye. */
   onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void;
 }
 
@@ -165,7 +180,12 @@ export class ChatNode {
   /** Our TCP port. */
   readonly port: number;
 
-  /** @param opts Everything the node runs on; it takes ownership of listener and stores. */
+  /**
+   * Makes a node; it accepts connections and starts discovery only in {@linkcode ChatNode.start}.
+   * Unless `opts.limits` sets it, the keepalive is a third of the idle timeout, at most 15 s.
+   *
+   * @param opts Everything the node runs on; it takes ownership of listener and stores.
+   */
   constructor(opts: ChatNodeOptions) {
     this.#opts = opts;
     this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };

@@ -7,12 +7,17 @@
 
 /** One entry of a `peers` event. */
 export interface PeerInfo {
+  /** The name the peer last used (a label only). */
   name: string;
+  /** Lowercase hex SHA-256 of the peer's public key: its identity. */
   fingerprint: string;
+  /** Last address it was heard from or connected at; null if none. */
   host: string | null;
+  /** Last TCP port it announced or was reached at; null if none. */
   port: number | null;
   /** Heard on the LAN within 3 announcement intervals, or connected. */
   active: boolean;
+  /** A secure session with it is open now. */
   connected: boolean;
   /** ms since the epoch, 0 if never. */
   lastSeen: number;
@@ -20,10 +25,15 @@ export interface PeerInfo {
 
 /** One entry of a `history` event. */
 export interface HistoryEntry {
+  /** Message id, unique across both directions. */
   id: string;
+  /** `in`: received from the peer; `out`: sent to it. */
   direction: "in" | "out";
+  /** What was written (decrypted). */
   text: string;
+  /** When the sender sent it, ms since the epoch (the sender's clock). */
   sentAt: number;
+  /** Delivery state; received messages are always `delivered`. */
   state: "queued" | "sent" | "delivered" | "failed";
 }
 

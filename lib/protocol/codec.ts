@@ -6,7 +6,11 @@
 
 /** Thrown by {@linkcode BinaryReader} when input is truncated or a field is out of range. */
 export class DecodeError extends Error {
-  /** @param message What was wrong with the input. */
+  /**
+   * Makes the error.
+   *
+   * @param message What was wrong with the input.
+   */
   constructor(message: string) {
     super(message);
     this.name = "DecodeError";
@@ -29,7 +33,11 @@ export class BinaryWriter {
   #view: DataView;
   #at = 0;
 
-  /** @param capacity Initial capacity in bytes; the buffer grows as needed. */
+  /**
+   * Makes an empty writer.
+   *
+   * @param capacity Initial capacity in bytes; the buffer grows as needed.
+   */
   constructor(capacity = 256) {
     this.#buf = new Uint8Array(capacity);
     this.#view = new DataView(this.#buf.buffer);
@@ -119,7 +127,11 @@ export class BinaryReader {
   #view: DataView;
   #at = 0;
 
-  /** @param bytes The input; it is not copied. */
+  /**
+   * Makes a reader positioned at the first byte.
+   *
+   * @param bytes The input; it is not copied.
+   */
   constructor(bytes: Uint8Array) {
     this.#bytes = bytes;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -189,7 +201,11 @@ export class BinaryReader {
     return utf8(this.raw(this.u8()));
   }
 
-  /** @throws {DecodeError} when bytes are left over. */
+  /**
+   * Checks that the whole input has been read.
+   *
+   * @throws {DecodeError} when bytes are left over.
+   */
   end(): void {
     if (this.#at !== this.#bytes.length) throw new DecodeError("trailing bytes");
   }

@@ -54,6 +54,8 @@ export class HandshakeError extends Error {
   readonly reason: HandshakeFailure;
 
   /**
+   * Makes the error.
+   *
    * @param reason A stable code.
    * @param message Details for the log.
    */
@@ -104,11 +106,17 @@ export interface HandshakeOptions {
 
 /** The fields of a HELLO or HELLO_R frame. */
 export interface Hello {
+  /** Protocol version of the sender; decoding refuses any but {@linkcode PROTOCOL_VERSION}. */
   version: number;
+  /** The sender's display name (a label only). */
   name: string;
+  /** TCP port the sender listens on (0 when it does not). */
   listenPort: number;
+  /** The sender's RSA identity key, SPKI DER. */
   spki: Uint8Array;
+  /** The sender's ephemeral X25519 public key, 32 raw bytes. */
   ephemeral: Uint8Array;
+  /** 32 random bytes, fresh for this handshake. */
   nonce: Uint8Array;
 }
 

@@ -47,7 +47,11 @@ export type CloseReason =
 
 /** Thrown by {@linkcode Session.establish} when the peer never proves its keys. */
 export class SessionError extends Error {
-  /** @param message What went wrong. */
+  /**
+   * Makes the error.
+   *
+   * @param message What went wrong.
+   */
   constructor(message: string) {
     super(message);
     this.name = "SessionError";
@@ -56,8 +60,11 @@ export class SessionError extends Error {
 
 /** A chat message received on a session. */
 export interface IncomingMessage {
+  /** Message id: 32 lowercase hex digits. */
   id: string;
+  /** The message text, at most `MAX_TEXT_BYTES` (64 KiB) of UTF-8. */
   text: string;
+  /** When the sender wrote it, ms since the epoch (the sender's clock). */
   sentAt: number;
 }
 

@@ -70,6 +70,8 @@ export interface HistoryStoreOptions {
  */
 export class StoreError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What went wrong, for the user.
    * @param options `cause`: the underlying error.
    */

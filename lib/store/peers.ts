@@ -56,6 +56,8 @@ export interface PeerBookOptions {
 /** Thrown by {@linkcode PeerBook} for a refused record, a closed book or a failed write. */
 export class PeerBookError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What went wrong.
    * @param options The underlying error, if any.
    */

@@ -24,7 +24,11 @@ export type HeadlessCommand =
 
 /** Thrown by {@linkcode parseCommand} for a line that is not a valid command. */
 export class CommandError extends Error {
-  /** @param message What is wrong, for the `error` event. */
+  /**
+   * Makes the error.
+   *
+   * @param message What is wrong, for the `error` event.
+   */
   constructor(message: string) {
     super(message);
     this.name = "CommandError";

@@ -39,15 +39,21 @@ export type TerminalNode = Pick<
 
 /** A peer as the views refer to it. */
 export interface PeerRef {
+  /** The peer's display name (a label only). */
   name: string;
+  /** The peer's fingerprint: its identity. */
   fingerprint: string;
 }
 
 /** Options of {@linkcode App}. */
 export interface AppOptions {
+  /** The running peer (or a test's fake). */
   node: TerminalNode;
+  /** Where output is printed. */
   screen: Screen;
+  /** Where lines and answers to questions are read. */
   prompter: Prompter;
+  /** The colours (or none). */
   style: Style;
   /** Say why nobody shows up after this long without any peer (ms; 0 disables). */
   quietHintMs: number;
@@ -105,7 +111,11 @@ export class App {
   #discoveryPort: number | undefined;
   #stopped = false;
 
-  /** @param opts The node, screen, prompter, colours and hint settings. */
+  /**
+   * Makes the UI state; it follows the node only after {@linkcode App.start}.
+   *
+   * @param opts The node, screen, prompter, colours and hint settings.
+   */
   constructor(opts: AppOptions) {
     this.node = opts.node;
     this.screen = opts.screen;

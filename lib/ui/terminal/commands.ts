@@ -38,7 +38,11 @@ export const DEFAULT_HISTORY_LIMIT = 50;
 
 /** A line that is not a valid command; the message is a one-line hint for the user. */
 export class CommandError extends Error {
-  /** @param message What is wrong and how to do it right. */
+  /**
+   * Makes the error.
+   *
+   * @param message What is wrong and how to do it right.
+   */
   constructor(message: string) {
     super(message);
     this.name = "CommandError";

@@ -178,8 +178,11 @@ function parseEscape(s: string, i: number): { key: KeyName | null; next: number 
 
 /** What a completer returns: the new line and cursor, and every candidate that matched. */
 export interface Completion {
+  /** The line after completion (unchanged when nothing matched). */
   line: string;
+  /** The cursor after completion, as a code-point index. */
   cursor: number;
+  /** Every distinct candidate that matched the word before the cursor, sorted. */
   matches: string[];
 }
 
@@ -227,7 +230,11 @@ export class LineEditor {
   #draft: string[] = [];
   #complete: Completer | undefined;
 
-  /** @param opts History and completion. */
+  /**
+   * Makes an empty line; `opts.history` is used in place, not copied.
+   *
+   * @param opts History and completion.
+   */
   constructor(opts: LineEditorOptions = {}) {
     this.#history = opts.history ?? [];
     this.#historySize = opts.historySize ?? 200;

@@ -78,7 +78,11 @@ export class Prompter {
   #inputError: Error | null = null;
   #signalInterrupt!: () => void;
 
-  /** @param opts Screen, input, and whether to edit key by key. */
+  /**
+   * Makes a prompter; nothing is read until {@linkcode Prompter.start}.
+   *
+   * @param opts Screen, input, and whether to edit key by key.
+   */
   constructor(opts: PrompterOptions) {
     this.#screen = opts.screen;
     this.#input = opts.input;

@@ -37,7 +37,11 @@ export class Style {
   /** Magenta: our own name. */
   readonly magenta: Paint;
 
-  /** @param enabled Produce escape codes. */
+  /**
+   * Makes the palette; when disabled, every paint returns its text unchanged.
+   *
+   * @param enabled Produce escape codes.
+   */
   constructor(enabled: boolean) {
     this.enabled = enabled;
     const sgr = (on: number, off: number): Paint =>
@@ -148,7 +152,11 @@ export class Screen {
   /** Plain mode: a prompt was written without its line end. */
   #midLine = false;
 
-  /** @param opts Where to write and whether cursor control is allowed. */
+  /**
+   * Makes a screen; nothing is written until something is printed.
+   *
+   * @param opts Where to write and whether cursor control is allowed.
+   */
   constructor(opts: ScreenOptions) {
     this.#write = opts.write ?? writeStdout;
     this.#interactive = opts.interactive;
