@@ -26,6 +26,11 @@ import {
 
 /** Default interval of keepalive pings on a quiet session. */
 export const DEFAULT_KEEPALIVE_MS = 15_000;
+/**
+ * MSG frame bytes (plaintext) that may wait in the connection's queue; more wait in the session.
+ * Well below the connection's limit for a peer that does not read (16 MiB of tokens).
+ */
+const MSG_HIGH_WATER = 4 << 20;
 /** Time a goodbye may take before the connection is closed anyway. */
 const BYE_TIMEOUT_MS = 1_000;
 /** Default time without any frame from the peer after which the session is dead. */
@@ -111,6 +116,10 @@ export class Session {
   /** Messages waiting for the end of the current task, to leave together in one MSG frame. */
   #batch: MessageBatch | null = null;
   #batchSent: PromiseWithResolvers<void> | null = null;
+  /** Closed batches waiting for the connection to take them (see #pump). */
+  #backlog: { batch: MessageBatch; sent: PromiseWithResolvers<void> }[] = [];
+  /** Plaintext bytes of MSG frames handed to the connection and not yet written out. */
+  #inFlight = 0;
   #handlers: SessionHandlers | null = null;
   #closed = false;
   #lastSent = Date.now();
@@ -296,7 +305,7 @@ export class Session {
     return this.#seal(plain);
   }
 
-  /** Sends the waiting messages, if any, as one MSG frame. */
+  /** Sends the waiting messages, if any, as one MSG frame (after the backlog, if any). */
   #sendBatch(): void {
     const batch = this.#batch;
     const sent = this.#batchSent;
@@ -307,7 +316,33 @@ export class Session {
       sent.reject(new ConnectionClosedError("session closed"));
       return;
     }
-    this.#seal(batch.encode(this.#sendSeq + 1, Date.now())).then(sent.resolve, sent.reject);
+    this.#backlog.push({ batch, sent });
+    this.#pump();
+  }
+
+  /**
+   * Hands backlogged MSG frames to the connection while less than {@linkcode MSG_HIGH_WATER}
+   * bytes of them wait there. A peer that reads slowly (or a whole outbox sent at once) then
+   * waits here, in order, and never reaches the connection's limit for peers that do not read
+   * at all, which would close the session and start the same flood over after reconnecting.
+   */
+  #pump(): void {
+    while (this.#backlog.length > 0 && this.#inFlight < MSG_HIGH_WATER && !this.#closed) {
+      const { batch, sent } = this.#backlog.shift()!;
+      const plain = batch.encode(this.#sendSeq + 1, Date.now());
+      this.#inFlight += plain.length;
+      this.#seal(plain).then(
+        () => {
+          this.#inFlight -= plain.length;
+          sent.resolve();
+          this.#pump();
+        },
+        (e) => {
+          this.#inFlight -= plain.length;
+          sent.reject(e);
+        },
+      );
+    }
   }
 
   /** Takes the next sequence number (already in `plain`), encrypts and writes. */
@@ -433,6 +468,9 @@ export class Session {
   #finish(reason: CloseReason, detail: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const { sent } of this.#backlog.splice(0)) {
+      sent.reject(new ConnectionClosedError("session closed"));
+    }
     clearInterval(this.#timer);
     this.#conn.close();
     this.#closeKeys();

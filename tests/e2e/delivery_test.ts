@@ -111,6 +111,45 @@ Deno.test("delivery: messages sent while the receiver is down arrive once, in or
   }
 });
 
+Deno.test("delivery: an outbox bigger than a connection may queue is delivered whole when the peer returns", async () => {
+  const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });
+  const port = freePort();
+  const alice = await PeerProcess.start("Alice");
+  let bob = await PeerProcess.start("Bob", { dataDir: bobDir, port });
+  try {
+    await connect(alice, bob);
+    assert.equal(await bob.quit(), 0);
+    await alice.waitFor((e) => e.type === "disconnected");
+    // 24 MB of messages while Bob is away: flushed at once, they would pass the connection's
+    // 16 MiB limit for a peer that does not read, and every reconnection would end the same way.
+    const count = 6_000;
+    const text = "w".repeat(4_000);
+    for (let i = 0; i < count; i += 500) {
+      const lines = [];
+      for (let j = i; j < Math.min(count, i + 500); j++) lines.push(`/send Bob ${j} ${text}`);
+      await alice.command(lines.join("\n"));
+    }
+    await alice.waitFor(() => alice.all("queued").length === count, 60_000);
+
+    bob = await PeerProcess.start("Bob", { dataDir: bobDir, port });
+    await alice.command(`/connect ${bob.address}`);
+    await alice.waitFor(() => alice.all("delivered").length === count, 60_000);
+    await bob.waitFor(() => bob.all("message").length === count, 10_000);
+    assert.equal(alice.all("disconnected").length, 1, "one session for the whole outbox");
+    assert.deepEqual(
+      bob.all("message").map((e) => Number(e.text.split(" ")[0])),
+      Array.from({ length: count }, (_, i) => i),
+      "in order, each once",
+    );
+    assert.equal(await bob.quit(), 0);
+    assert.equal(await alice.quit(), 0);
+  } finally {
+    await alice.cleanup();
+    await bob.cleanup();
+    await Deno.remove(bobDir, { recursive: true });
+  }
+});
+
 Deno.test("delivery: the outbox survives a restart of the sender", async () => {
   const aliceDir = await Deno.makeTempDir({ prefix: "p2pchat-Alice-" });
   const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });

@@ -157,6 +157,29 @@ Deno.test("session: messages sent in one task share a MSG frame; more than fit g
   }
 });
 
+Deno.test("session: more messages at once than the connection may queue wait in the session, in order", async () => {
+  const { a, b, cleanup } = await pair();
+  try {
+    // 24 MiB of messages in one task: handed to the connection at once, they would pass its
+    // 16 MiB limit for a peer that does not read, and the session would be closed.
+    const text = "q".repeat(4000);
+    const sent: string[] = [];
+    const written: Promise<void>[] = [];
+    for (let i = 0; i < 6000; i++) {
+      const id = newMessageId();
+      sent.push(id);
+      written.push(a.session.sendMessage(id, text, i));
+    }
+    await Promise.all(written);
+    await until(() => a.acks.length === sent.length, "every message acknowledged", 30_000);
+    assert.ok(!a.session.closed && !b.session.closed, "the session stayed open");
+    assert.deepEqual(b.messages.map((m) => m.id), sent);
+    assert.deepEqual(a.acks, sent);
+  } finally {
+    await cleanup();
+  }
+});
+
 Deno.test("session: an ACK of more than 4096 ids goes out in several frames", async () => {
   const { a, b, cleanup } = await pair();
   try {
