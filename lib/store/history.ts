@@ -144,8 +144,7 @@ type Op =
     done: PromiseWithResolvers<boolean>;
   }
   | { kind: "state"; id: string; state: MessageState; done: PromiseWithResolvers<void> }
-  | { kind: "states"; ids: string[]; state: MessageState; done: PromiseWithResolvers<void> }
-  | { kind: "shown"; ids: string[]; done: PromiseWithResolvers<void> };
+  | { kind: "states"; ids: string[]; state: MessageState; done: PromiseWithResolvers<void> };
 
 interface Batch {
   ops: Op[];
@@ -196,6 +195,8 @@ export class HistoryStore {
   #shownThrough = 0;
   /** Seqs above {@linkcode #shownThrough} shown out of order (persisted as meta `shown_above`). */
   #shownAbove = new Set<number>();
+  /** `shown_above` as last written. */
+  #savedAbove = "[]";
   /** The largest seq stored. */
   #lastSeq = 0;
   #durable: "full" | "normal";
@@ -273,7 +274,8 @@ export class HistoryStore {
     const meta = (key: string) =>
       (db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string }).value;
     this.#shownThrough = Number(meta("shown_through"));
-    this.#shownAbove = new Set(JSON.parse(meta("shown_above")) as number[]);
+    this.#savedAbove = meta("shown_above");
+    this.#shownAbove = new Set(JSON.parse(this.#savedAbove) as number[]);
     this.#lastSeq = (db.prepare("SELECT coalesce(max(seq), 0) AS n FROM messages").get() as {
       n: number;
     }).n;
@@ -465,10 +467,15 @@ export class HistoryStore {
    * Records that incoming messages were shown to the user (written to stdout, printed): they
    * will not be returned by {@linkcode unshown} again. What is kept is a mark below which every
    * incoming message has been shown, plus the few shown out of order above it, so this costs one
-   * or two small writes per call, not one per id. The
-   * write is committed without an fsync of its own (it is safe against a crash of the process at
-   * once, and the next commit fsyncs it): its loss in a power cut only shows a message again.
-   * Unknown ids, outgoing ones and ids shown already are ignored.
+   * small write per call, not one per id.
+   *
+   * The write is made at once, in its own transaction (not in the next group commit): the gap
+   * between showing a message and recording it, in which a crash shows it again at the next
+   * start, is then a few microseconds. It is committed without an fsync of its own (safe
+   * against a crash of the process the moment it returns; the next commit fsyncs it), so its
+   * loss in a power cut only shows a message again. Unknown ids, outgoing ones and ids shown
+   * already are ignored. If the write fails, the ids still count as shown in this process and
+   * the next call writes them.
    *
    * @throws {StoreError} when the store is closed or the write fails.
    * @example
@@ -484,10 +491,50 @@ export class HistoryStore {
     if (!ids.every((id) => typeof id === "string")) {
       return Promise.reject(new RangeError("message ids must be strings"));
     }
-    if (ids.length === 0) return Promise.resolve();
-    const done = Promise.withResolvers<void>();
-    this.#enqueue({ kind: "shown", ids: [...ids], done });
-    return done.promise;
+    try {
+      this.#saveMarks(ids);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.resolve();
+  }
+
+  /**
+   * Moves `ids` out of the unshown set and writes the marks, synchronously.
+   *
+   * @throws {StoreError} when the write fails (the in-memory marks stay: they are true).
+   */
+  #saveMarks(ids: readonly string[]): void {
+    for (const id of ids) {
+      const seq = this.#unshown.get(id);
+      if (seq === undefined) continue;
+      this.#unshown.delete(id);
+      this.#shownAbove.add(seq);
+    }
+    // Rows stored are committed (the node shows only what recordIncoming resolved), so the
+    // newest seq and the unshown set describe the database as it is.
+    let through = this.#lastSeq;
+    for (const seq of this.#unshown.values()) through = Math.min(through, seq - 1);
+    through = Math.max(through, this.#shownThrough);
+    for (const seq of this.#shownAbove) if (seq <= through) this.#shownAbove.delete(seq);
+    const above = JSON.stringify([...this.#shownAbove]);
+    if (through === this.#shownThrough && above === this.#savedAbove) return;
+    const light = this.#durable === "full";
+    try {
+      if (light) this.#db.exec("PRAGMA synchronous = NORMAL");
+      inTransaction(this.#db, () => {
+        this.#saveShown.run(String(through), "shown_through");
+        this.#saveShown.run(above, "shown_above");
+      });
+      this.#shownThrough = through;
+      this.#savedAbove = above;
+    } catch (e) {
+      throw new StoreError(`cannot record shown messages in ${this.#path}: ${message(e)}`, {
+        cause: e,
+      });
+    } finally {
+      if (light) this.#restoreSynchronous();
+    }
   }
 
   /**
@@ -686,17 +733,10 @@ export class HistoryStore {
   #commit(batch: Batch): void {
     const ops = batch.ops;
     const results: (boolean | undefined)[] = [];
-    // The in-memory view of what is shown changes with the transaction, and back if it fails.
+    // Incoming rows join the unshown set with the transaction, and leave it if it fails.
     const added: string[] = [];
-    const removed: [string, number][] = [];
     let lastSeq = this.#lastSeq;
-    let shownThrough = this.#shownThrough;
-    const shownAbove = new Set(this.#shownAbove);
-    // Marks alone need no fsync of their own (see markShown); anything else gets the durability
-    // the store was opened with.
-    const light = this.#durable === "full" && ops.every((op) => op.kind === "shown");
     try {
-      if (light) this.#db.exec("PRAGMA synchronous = NORMAL");
       this.#db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
         if (op.kind === "state") {
@@ -705,23 +745,6 @@ export class HistoryStore {
         } else if (op.kind === "states") {
           if (op.ids.length === 1) this.#update.run(op.state, op.ids[0]);
           else this.#updateMany.run(op.state, JSON.stringify(op.ids));
-          results.push(undefined);
-        } else if (op.kind === "shown") {
-          for (const id of op.ids) {
-            const seq = this.#unshown.get(id);
-            if (seq === undefined) continue;
-            this.#unshown.delete(id);
-            removed.push([id, seq]);
-            shownAbove.add(seq);
-          }
-          let through = lastSeq;
-          for (const seq of this.#unshown.values()) through = Math.min(through, seq - 1);
-          for (const seq of shownAbove) if (seq <= through) shownAbove.delete(seq);
-          if (through > shownThrough) {
-            this.#saveShown.run(String(through), "shown_through");
-            shownThrough = through;
-          }
-          this.#saveShown.run(JSON.stringify([...shownAbove]), "shown_above");
           results.push(undefined);
         } else {
           const incoming = op.kind === "in";
@@ -748,17 +771,8 @@ export class HistoryStore {
       }
       this.#db.exec("COMMIT");
       this.#lastSeq = lastSeq;
-      this.#shownThrough = shownThrough;
-      this.#shownAbove = shownAbove;
     } catch (e) {
-      // The rows of this batch do not exist. What was shown stays shown: that happened whatever
-      // the database says, and the next marks commit saves it (a crash before then shows those
-      // messages again, which is the safe side).
       for (const id of added) this.#unshown.delete(id);
-      const rolledBack = new Set(added);
-      for (const [id, seq] of removed) {
-        if (!rolledBack.has(id) && seq > this.#shownThrough) this.#shownAbove.add(seq);
-      }
       let detail = message(e);
       try {
         if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
@@ -771,8 +785,6 @@ export class HistoryStore {
       );
       for (const op of ops) op.done.reject(error);
       return;
-    } finally {
-      if (light) this.#restoreSynchronous();
     }
     ops.forEach((op, i) => {
       if (op.kind === "in") op.done.resolve(results[i] as boolean);
