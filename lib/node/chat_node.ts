@@ -151,7 +151,7 @@ export class ChatNode {
   #opts: ChatNodeOptions;
   #limits: NodeLimits;
   #log: Logger;
-  #listeners = new Set<(e: NodeEvent) => void | Promise<void>>();
+  #listeners = new Map<(e: NodeEvent) => void, (() => void) | undefined>();
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
@@ -206,9 +206,15 @@ export class ChatNode {
     return this.#opts.identity.fingerprint;
   }
 
-  /** Registers a listener for every event; returns a function that removes it. */
-  subscribe(listener: (e: NodeEvent) => void | Promise<void>): () => void {
-    this.#listeners.add(listener);
+  /**
+   * Registers a listener for every event; returns a function that removes it.
+   *
+   * A listener shows `message` events to the user by the time it returns, or, if it buffers its
+   * output, when its `flush` returns: after emitting messages the node records them as shown and
+   * calls `flush` right after.
+   */
+  subscribe(listener: (e: NodeEvent) => void, opts: { flush?: () => void } = {}): () => void {
+    this.#listeners.set(listener, opts.flush);
     return () => this.#listeners.delete(listener);
   }
 
@@ -1079,52 +1085,48 @@ export class ChatNode {
     this.#tasks.add(tracked);
   }
 
-  #emit(event: WithoutTs<NodeEvent>): Promise<unknown>[] {
+  #emit(event: WithoutTs<NodeEvent>): void {
     const full = { ...event, ts: Date.now() } as NodeEvent;
-    const written: Promise<unknown>[] = [];
-    for (const l of this.#listeners) {
-      const result = l(full);
-      if (result instanceof Promise) written.push(result);
-    }
-    return written;
+    for (const l of this.#listeners.keys()) l(full);
   }
 
   /**
-   * Emits `message` for stored incoming messages, then marks them shown once every listener has
-   * written them out (a listener that writes later returns a promise; a rejected one means not
-   * shown). A crash before the mark
-   * shows them again at the next start (see {@linkcode start}); one after it never does, so each
-   * id reaches the `message` events once, unless the crash falls in the instant between the two.
+   * Shows stored incoming messages: emits `message` for each, records them as shown, then has
+   * every listener that buffers its output write it at once. A process killed right after a
+   * message was seen (its line read from stdout) never shows it again; the price is the few
+   * microseconds between the record and the write, in which a kill leaves a recorded message
+   * unshown (it stays in the history). Messages stored and never recorded are shown at the next
+   * start (see {@linkcode start}).
    */
   #show(
     messages: { id: string; peerName: string; peer: string; text: string; sentAt: number }[],
   ): void {
-    if (messages.length === 0) return;
     // Nobody to show them to (a UI that has not subscribed yet): they stay unshown, for the next
-    // start, rather than being marked shown unseen.
-    const heard = this.#listeners.size > 0;
-    const written: Promise<unknown>[] = [];
-    for (const m of messages) {
-      written.push(...this.#emit({
-        type: "message",
-        id: m.id,
-        from: m.peerName,
-        fingerprint: m.peer,
-        text: m.text,
-        sentAt: m.sentAt,
-      }));
+    // start, rather than being recorded unseen.
+    if (messages.length === 0 || this.#listeners.size === 0) return;
+    // In slices, so that a write that blocks (a reader that stopped reading) when the process is
+    // killed can leave at most one slice recorded and not written.
+    for (let i = 0; i < messages.length; i += SHOW_SLICE) {
+      const slice = messages.slice(i, i + SHOW_SLICE);
+      for (const m of slice) {
+        this.#emit({
+          type: "message",
+          id: m.id,
+          from: m.peerName,
+          fingerprint: m.peer,
+          text: m.text,
+          sentAt: m.sentAt,
+        });
+      }
+      // The lines are ready: the record and the write follow each other with nothing between.
+      this.#track(this.#opts.history.markShown(slice.map((m) => m.id)));
+      for (const flush of this.#listeners.values()) flush?.();
     }
-    if (!heard) return;
-    const ids = messages.map((m) => m.id);
-    this.#track(
-      Promise.all(written).then(
-        () => this.#opts.history.markShown(ids),
-        // A listener could not write them out (stdout closed): not shown, so shown at next start.
-        () => {},
-      ),
-    );
   }
 }
+
+/** Messages shown per record-and-write step (see #show). */
+const SHOW_SLICE = 64;
 
 /** Connections beyond maxConnections that only our own dials may use. */
 const DIAL_RESERVE = 32;

@@ -109,10 +109,10 @@ export interface HeadlessOptions {
  */
 export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): Promise<void> {
   const stdout = opts.write ? null : new LineBatcher(writeAllStdout);
-  const write: (line: string) => void | Promise<void> = opts.write ??
-    ((line: string) => stdout!.push(line));
+  const write = opts.write ?? ((line: string) => stdout!.push(line));
   const emit = (e: NodeEvent) => write(JSON.stringify(e));
-  const unsubscribe = node.subscribe(emit);
+  // `message` lines leave at once (flush), right after the node recorded them as shown.
+  const unsubscribe = node.subscribe(emit, { flush: () => stdout?.flush() });
   const error = (message: string, command?: string) =>
     emit({ type: "error", message, ...(command ? { command } : {}), ts: Date.now() });
   const inFlight = new Set<Promise<void>>();
@@ -169,8 +169,7 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
     clearTimeout(timer);
     await node.close();
     unsubscribe();
-    const bye = write(JSON.stringify({ type: "bye", ts: Date.now() }));
-    if (bye instanceof Promise) bye.catch(() => {/* output is gone: the error below says so */});
+    write(JSON.stringify({ type: "bye", ts: Date.now() }));
     // The process exits right after this returns: nothing may stay in the buffer.
     stdout?.flush();
     lines.return(undefined).catch(() => {/* stdin already closed: nothing to release */});
@@ -263,7 +262,7 @@ const encoder = new TextEncoder();
  */
 class LineBatcher {
   #lines: string[] = [];
-  #written: PromiseWithResolvers<void> | null = null;
+  #scheduled = false;
   #sink: (bytes: Uint8Array) => void;
   /** The write error that ended output (the reader went away), if one did. */
   failure: Error | null = null;
@@ -276,38 +275,28 @@ class LineBatcher {
     this.failed = new Promise((resolve) => this.#fail = resolve);
   }
 
-  /** Queues a line; the promise resolves once it has been written, and rejects if it cannot be. */
-  push(line: string): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
+  /** Queues a line for the end of this turn of the event loop (or the next `flush`). */
+  push(line: string): void {
+    if (this.failure !== null) return;
     this.#lines.push(line);
-    if (this.#written === null) {
-      this.#written = Promise.withResolvers<void>();
-      // Settled or not, nobody may have to wait for it (a `sent` line nobody awaits).
-      this.#written.promise.catch(() => {});
-      setImmediate(() => this.flush());
-    }
-    return this.#written.promise;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.flush());
   }
 
+  /** Writes every queued line now. */
   flush(): void {
-    const written = this.#written;
-    this.#written = null;
-    if (this.#lines.length > 0 && this.failure === null) {
-      const text = this.#lines.join("\n") + "\n";
-      this.#lines = [];
-      try {
-        this.#sink(encoder.encode(text));
-      } catch (e) {
-        // A closed pipe (the reader went away) or a broken terminal: stop, do not crash.
-        this.failure = e instanceof Error ? e : new Error(String(e));
-        written?.reject(this.failure);
-        this.#fail();
-        return;
-      }
-    }
+    this.#scheduled = false;
+    if (this.#lines.length === 0 || this.failure !== null) return;
+    const text = this.#lines.join("\n") + "\n";
     this.#lines = [];
-    if (this.failure !== null) written?.reject(this.failure);
-    else written?.resolve();
+    try {
+      this.#sink(encoder.encode(text));
+    } catch (e) {
+      // A closed pipe (the reader went away) or a broken terminal: stop, do not crash.
+      this.failure = e instanceof Error ? e : new Error(String(e));
+      this.#fail();
+    }
   }
 }
 

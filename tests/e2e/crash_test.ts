@@ -218,12 +218,15 @@ Deno.test("crash safety: SIGKILLs of receiver and sender lose nothing and duplic
         }
       }
     }
-    // Message events over all of Bob's lives: each stored id exactly once (HEADLESS.md). A kill
-    // between storing a message and writing its event is made good by the next Bob, at start.
+    // Message events over all of Bob's lives: never twice, and every stored id once (HEADLESS.md)
+    // but for a kill that falls in the microseconds between recording a burst as shown and
+    // writing its lines: a kill between storing a message and that record is made good by the
+    // next Bob, at start.
     const events = bobs.flatMap((b) => b.all("message"));
     const eventIds = events.map((e) => e.id);
     assert.equal(new Set(eventIds).size, eventIds.length, "a message event came twice");
-    assert.deepEqual([...eventIds].sort(), [...receivedIds].sort(), "a stored message never shown");
+    const unseen = [...receivedIds].filter((id) => !eventIds.includes(id));
+    assert.ok(unseen.length <= BOB_KILLS * BURST, `stored, never shown: ${unseen.length}`);
     const byId = new Map(received.map((m) => [m.id, m.text]));
     for (const e of events) assert.equal(byId.get(e.id), e.text);
     // The last Bob saw no kill: the events of its life are in the order of the history.
@@ -241,7 +244,8 @@ Deno.test("crash safety: SIGKILLs of receiver and sender lose nothing and duplic
     console.log(
       `${alices.flatMap((a) => a.all("queued")).length} sends queued while Bob was down, ` +
         `${alices.map(inFlightAtDisconnect).reduce((x, y) => x + y)} in flight when he died, ` +
-        `${late.length} shown at a restart (stored by a Bob killed before he said so)`,
+        `${late.length} shown at a restart (stored by a Bob killed before he said so), ` +
+        `${unseen.length} never shown (a kill between the record and the write)`,
     );
     assert.equal(integrityCheck(`${bobDir}/chat_history.db`), "ok");
     assert.equal(integrityCheck(`${aliceDir}/chat_history.db`), "ok");
@@ -301,7 +305,7 @@ Deno.test("crash safety: a sender killed with sends in flight, right after first
   }
 });
 
-Deno.test("crash safety: messages a receiver stored but could not show are shown at its next start", async () => {
+Deno.test("crash safety: a receiver killed while its stdout is blocked shows nothing twice; what it stored unshown comes at its next start", async () => {
   const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });
   const port = freePort();
   const peers: PeerProcess[] = [];
@@ -314,7 +318,7 @@ Deno.test("crash safety: messages a receiver stored but could not show are shown
     await alice.waitFor((e) => e.type === "connected");
 
     // Nobody reads Bob's stdout: once its pipe is full (64 KiB, some 250 event lines), his write
-    // blocks, and what he stores and acknowledges from then on he cannot show.
+    // blocks, and nothing he stores from then on can be shown.
     first.pauseOutput();
     const total = 3000;
     const texts = Array.from({ length: total }, (_, i) => `${label(i)} ${"x".repeat(150)}`);
@@ -325,9 +329,10 @@ Deno.test("crash safety: messages a receiver stored but could not show are shown
       last = n;
       await sleep(1_000);
     }
-    assert.ok(last > 0 && last < total, `${last} of ${total} delivered before Bob got stuck`);
+    assert.ok(last < total, `${last} of ${total} delivered before Bob got stuck`);
     await first.kill("SIGKILL"); // reads what the pipe still holds
     const shownFirst = first.all("message").map((e) => e.id);
+    assert.ok(shownFirst.length > 0, "the pipe held some lines");
 
     const second = await PeerProcess.start("Bob", { dataDir: bobDir, port });
     peers.push(second);
@@ -340,33 +345,28 @@ Deno.test("crash safety: messages a receiver stored but could not show are shown
     assert.equal(await second.quit(), 0);
     const stored = await storedHistory("Bob", bobDir, "Alice");
     assert.deepEqual(stored.map((m) => m.text), texts);
+    const storedIds = stored.map((m) => m.id);
 
-    // The second Bob shows, before his first session, what the first stored and did not show.
+    // Before his first session the second Bob shows what the first stored and never recorded as
+    // shown: oldest first, each once.
     const firstSession = second.events.findIndex((e) => e.type === "connected");
     const replayed = second.events.slice(0, firstSession).filter((e) => e.type === "message");
     const live = second.events.slice(firstSession).filter((e) => e.type === "message");
-    assert.ok(replayed.length > 0, "the first Bob stored messages he could not show");
-    const storedIds = stored.map((m) => m.id);
     const replayedIds = replayed.map((e) => e.id);
-    // Oldest first, each once, all of them messages the first Bob stored.
     assert.deepEqual(replayedIds, storedIds.filter((id) => replayedIds.includes(id)));
-    assert.equal(new Set(replayedIds).size, replayedIds.length);
-    // Nothing is lost: every stored message was shown by one Bob or the other.
-    const shown = new Set([...shownFirst, ...replayedIds, ...live.map((e) => e.id)]);
-    assert.deepEqual(storedIds.filter((id) => !shown.has(id)), [], "stored, never shown");
-    // Twice only where the kill cut the first Bob's last write short: those lines reached the
-    // pipe, their mark did not reach the database. Live events never repeat.
-    const twice = replayedIds.filter((id) => shownFirst.includes(id));
-    assert.deepEqual(
-      twice,
-      shownFirst.slice(shownFirst.length - twice.length),
-      "not the last write",
-    );
-    for (const e of live) assert.ok(!shownFirst.includes(e.id) && !replayedIds.includes(e.id));
+    // Nothing twice: a message is recorded as shown only when its line is about to be written.
+    const all = [...shownFirst, ...replayedIds, ...live.map((e) => e.id)];
+    assert.equal(new Set(all).size, all.length, "a message shown twice");
+    // What the kill cut short: the rest of the first Bob's blocked write, recorded as shown but
+    // never written. It follows his last complete line in the history, and it is all there is.
+    const shown = new Set(all);
+    const unseen = storedIds.filter((id) => !shown.has(id));
+    const after = storedIds.indexOf(shownFirst.at(-1)!) + 1;
+    assert.deepEqual(unseen, storedIds.slice(after, after + unseen.length), "only the cut write");
+    assert.ok(unseen.length <= 64, `one slice at most (64 messages), not ${unseen.length}`);
     console.log(
-      `${shownFirst.length} shown by the first Bob, ${replayed.length} shown at the restart ` +
-        `(${twice.length} of them written by the first Bob in the write the kill cut short), ` +
-        `${live.length} live`,
+      `${shownFirst.length} shown by the first Bob, ${unseen.length} cut off in his blocked write ` +
+        `(in the history, not shown), ${replayed.length} shown at the restart, ${live.length} live`,
     );
     assert.equal(alice.all("message").length, 0);
   } finally {
