@@ -147,11 +147,14 @@ export class FramedConn {
 
   /**
    * Sends one payload as a frame; resolves once it was handed to the operating system.
+   * Frames wait for the end of the current turn of the event loop so that a burst shares one
+   * system call; with `now`, the write starts at once (after the frames before it), for a frame
+   * the peer is waiting for while this turn has more work to do.
    *
    * @throws {ConnectionClosedError} when the connection is closed or breaks while writing.
    * @throws {FrameError} when the payload is over the frame size limit.
    */
-  write(payload: Uint8Array): Promise<void> {
+  write(payload: Uint8Array, opts: { now?: boolean } = {}): Promise<void> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError());
     if (payload.length > this.#maxFrameSize) {
       // encodeFrames would throw too, but later and for the whole batch; refuse just this one.
@@ -172,10 +175,12 @@ export class FramedConn {
     return new Promise((resolve, reject) => {
       this.#pending.push({ payload, resolve, reject });
       if (!this.#flushing) {
-        // Wait for the end of this turn of the event loop (a few µs), so that the frames of a
-        // burst (a batch of messages, their acks) share one system call instead of one each.
         this.#flushing = true;
-        setImmediate(() => this.#flush());
+        // Deno starts a socket write when it is called, so #flush() sends before returning here.
+        if (opts.now) this.#flush();
+        // Otherwise wait for the end of this turn of the event loop (a few µs), so that the
+        // frames of a burst (a batch of messages, their acks) share one system call.
+        else setImmediate(() => this.#flush());
       }
     });
   }

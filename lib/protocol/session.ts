@@ -266,7 +266,11 @@ export class Session {
     const frames: Promise<void>[] = [];
     for (let i = 0; i < ids.length; i += MAX_ACK_IDS) {
       const chunk = ids.slice(i, i + MAX_ACK_IDS);
-      frames.push(this.#queue({ type: FrameType.ACK, seq: 0, sentAt: Date.now(), ids: chunk }));
+      // At once: the peer waits for it, and what follows it here (showing the messages) need not
+      // come first.
+      frames.push(
+        this.#queue({ type: FrameType.ACK, seq: 0, sentAt: Date.now(), ids: chunk }, { now: true }),
+      );
     }
     return Promise.all(frames).then(() => {});
   }
@@ -290,7 +294,7 @@ export class Session {
     this.#finish(reason, detail);
   }
 
-  #queue(frame: SessionFrame): Promise<void> {
+  #queue(frame: SessionFrame, opts: { now?: boolean } = {}): Promise<void> {
     if (this.#closed) return Promise.reject(new ConnectionClosedError("session closed"));
     // Messages asked for earlier leave first: frames keep the order of the calls.
     this.#sendBatch();
@@ -302,7 +306,7 @@ export class Session {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#seal(plain);
+    return this.#seal(plain, opts);
   }
 
   /** Sends the waiting messages, if any, as one MSG frame (after the backlog, if any). */
@@ -331,7 +335,7 @@ export class Session {
       const { batch, sent } = this.#backlog.shift()!;
       const plain = batch.encode(this.#sendSeq + 1, Date.now());
       this.#inFlight += plain.length;
-      this.#seal(plain).then(
+      this.#seal(plain, { now: true }).then(
         () => {
           this.#inFlight -= plain.length;
           sent.resolve();
@@ -346,12 +350,12 @@ export class Session {
   }
 
   /** Takes the next sequence number (already in `plain`), encrypts and writes. */
-  #seal(plain: Uint8Array): Promise<void> {
+  #seal(plain: Uint8Array, opts: { now?: boolean } = {}): Promise<void> {
     this.#sendSeq++;
     // Encryption is synchronous and the connection keeps the order of writes (coalescing a
     // burst of frames into one system call), so frames leave in sequence order.
     this.#lastSent = Date.now();
-    return this.#conn.write(encoder.encode(this.#send.encrypt(plain)));
+    return this.#conn.write(encoder.encode(this.#send.encrypt(plain)), opts);
   }
 
   async #write(frame: SessionFrame): Promise<void> {
