@@ -219,6 +219,79 @@ export async function importPeerKey(spki: Uint8Array): Promise<PeerKey> {
   return new RsaPeerKey(fp, own, pss, oaep);
 }
 
+/**
+ * Imports peers' public keys once each: a bounded cache of {@linkcode importPeerKey} by SPKI bytes,
+ * least recently used out first.
+ *
+ * Why: importing a key takes four WebCrypto calls (import, canonical re-export, OAEP import,
+ * SHA-256), each a hand-off to a thread pool and back. A LAN peer hears every other peer's
+ * signed announcement each interval, always under the same few keys; with the cache a known key
+ * costs nothing and an announcement only its signature check. Failed imports are not kept.
+ *
+ * @example
+ * ```ts
+ * import { PeerKeyCache } from "./identity.ts";
+ * declare const spki: Uint8Array;
+ * const keys = new PeerKeyCache({ capacity: 256 });
+ * const peer = await keys.get(spki); // imported
+ * console.assert(await keys.get(spki) === peer); // the same object, no WebCrypto call
+ * ```
+ */
+export class PeerKeyCache {
+  #capacity: number;
+  #keys = new Map<string, Promise<PeerKey>>();
+
+  /**
+   * Makes an empty cache.
+   *
+   * @param opts `capacity`: most keys kept (default 1024)
+   * @throws {RangeError} when the capacity is not a positive integer
+   */
+  constructor(opts: { capacity?: number } = {}) {
+    this.#capacity = opts.capacity ?? 1024;
+    if (!Number.isInteger(this.#capacity) || this.#capacity < 1) {
+      throw new RangeError(`capacity must be a positive integer, got ${this.#capacity}`);
+    }
+  }
+
+  /** How many keys are held (imports still running included). */
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  /**
+   * The imported key for `spki`: from the cache, or imported now (concurrent calls for the same
+   * key share one import).
+   *
+   * @param spki the public key, SPKI DER (copied; the caller may reuse its buffer)
+   * @returns the same {@linkcode PeerKey} object for the same bytes while they stay cached
+   * @throws {IdentityError} as {@linkcode importPeerKey} does
+   */
+  get(spki: Uint8Array): Promise<PeerKey> {
+    if (!(spki instanceof Uint8Array)) {
+      return Promise.reject(new IdentityError("public key: not bytes"));
+    }
+    const id = spki.toBase64();
+    const held = this.#keys.get(id);
+    if (held !== undefined) {
+      // Map order is insertion order: re-inserting marks the key as the most recently used.
+      this.#keys.delete(id);
+      this.#keys.set(id, held);
+      return held;
+    }
+    const imported = importPeerKey(spki);
+    this.#keys.set(id, imported);
+    if (this.#keys.size > this.#capacity) {
+      this.#keys.delete(this.#keys.keys().next().value as string);
+    }
+    // A bad key is not remembered: it would only take the place of a good one.
+    imported.catch(() => {
+      if (this.#keys.get(id) === imported) this.#keys.delete(id);
+    });
+    return imported;
+  }
+}
+
 /** Built inside the class (the only place allowed to call its private constructor). */
 let constructIdentity: (parts: IdentityParts) => Identity;
 

@@ -9,7 +9,12 @@
  * @module
  */
 
-import { type Identity, importPeerKey, type PeerKey } from "../crypto/identity.ts";
+import {
+  type Identity,
+  importPeerKey,
+  type PeerKey,
+  type PeerKeyCache,
+} from "../crypto/identity.ts";
 
 /** First four bytes of every announcement: ASCII "P2PA". */
 export const ANNOUNCEMENT_MAGIC: Uint8Array = new Uint8Array([0x50, 0x32, 0x50, 0x41]);
@@ -169,6 +174,8 @@ export async function encodeAnnouncement(
  * nothing else is thrown. It does not judge freshness, replays or who the sender is: the caller
  * does (see {@linkcode VerifiedAnnouncement.fingerprint} and `timestamp`/`seq`).
  *
+ * @param bytes the datagram
+ * @param opts `keys`: a cache the carried key is imported through (default: imported anew)
  * @throws {AnnouncementError} with reason `malformed`, `version`, `key` or `signature`.
  * @example
  * ```ts
@@ -181,13 +188,16 @@ export async function encodeAnnouncement(
  * }
  * ```
  */
-export async function decodeAnnouncement(bytes: Uint8Array): Promise<VerifiedAnnouncement> {
+export async function decodeAnnouncement(
+  bytes: Uint8Array,
+  opts: { keys?: PeerKeyCache } = {},
+): Promise<VerifiedAnnouncement> {
   const { fields, spki, signature, signedLength } = parse(bytes);
   // Copied before any await, so a caller reusing its buffer cannot change what is verified.
   const message = signedMessage(bytes.subarray(0, signedLength));
   let key: PeerKey;
   try {
-    key = await importPeerKey(spki);
+    key = await (opts.keys?.get(spki) ?? importPeerKey(spki));
   } catch (e) {
     throw new AnnouncementError("carried key is not a usable public key", "key", { cause: e });
   }

@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Identity } from "../crypto/identity.ts";
+import { type Identity, PeerKeyCache } from "../crypto/identity.ts";
 import {
   AnnouncementError,
   type AnnouncementKind,
@@ -66,6 +66,16 @@ const REPLY_REUSE_MS = 1000;
 /** A peer's announced interval is clamped to this range before computing its timeout, in ms. */
 const MIN_PEER_INTERVAL_MS = 50;
 const MAX_PEER_INTERVAL_MS = 600_000;
+
+/**
+ * Datagrams of one socket being checked at once. Signature checks run on WebCrypto's thread pool;
+ * waiting for each before reading the next made a busy peer fall behind a large LAN (50 peers
+ * at a 1 s interval) until the socket's buffer overflowed and live peers timed out.
+ */
+const MAX_IN_FLIGHT = 32;
+
+/** Peers' imported keys kept, so that a known peer's announcement costs one signature check. */
+const KEY_CACHE_SIZE = 1024;
 
 /** After this many receive errors in a row, a socket is given up (with a warning). */
 const MAX_RECEIVE_ERRORS = 100;
@@ -232,6 +242,7 @@ export class Discovery {
   #stats: Record<string, number> = Object.fromEntries(STAT_KEYS.map((k) => [k, 0]));
   #warnedNoRoute = false;
   #failingTargets = new Set<string>();
+  #keys = new PeerKeyCache({ capacity: KEY_CACHE_SIZE });
 
   /**
    * Prepares discovery; nothing is bound until {@linkcode Discovery.start}.
@@ -483,8 +494,27 @@ export class Discovery {
   async #receiveLoop(conn: Deno.DatagramConn): Promise<void> {
     // One buffer per socket, one byte larger than any valid datagram, so oversize shows.
     const buffer = new Uint8Array(MAX_ANNOUNCEMENT_SIZE + 1);
+    const inFlight = new Set<Promise<void>>();
+    try {
+      await this.#receive(conn, buffer, inFlight);
+    } finally {
+      await Promise.all(inFlight);
+    }
+  }
+
+  /** Reads datagrams until the socket closes, checking up to MAX_IN_FLIGHT of them at once. */
+  async #receive(
+    conn: Deno.DatagramConn,
+    buffer: Uint8Array,
+    inFlight: Set<Promise<void>>,
+  ): Promise<void> {
     let errors = 0;
     while (!this.#stopped()) {
+      if (inFlight.size >= MAX_IN_FLIGHT) {
+        // Backpressure: the kernel's socket buffer holds what comes meanwhile.
+        await Promise.race(inFlight);
+        continue;
+      }
       let data: Uint8Array;
       let addr: Deno.Addr;
       try {
@@ -501,12 +531,12 @@ export class Discovery {
       }
       this.#stats.received++;
       if (addr.transport !== "udp") continue;
-      try {
-        await this.#handle(data, addr.hostname);
-      } catch (e) {
+      // A copy: the buffer is read into again while this datagram is being checked.
+      const handled = this.#handle(data.slice(), addr.hostname).catch((e) => {
         // #handle only throws on a bug (or a callback's error it already reported): keep serving.
         this.#warn(`error handling a discovery datagram: ${errorMessage(e)}`);
-      }
+      }).finally(() => inFlight.delete(handled));
+      inFlight.add(handled);
     }
   }
 
@@ -518,7 +548,7 @@ export class Discovery {
     }
     let a: VerifiedAnnouncement;
     try {
-      a = await decodeAnnouncement(data);
+      a = await decodeAnnouncement(data, { keys: this.#keys });
     } catch (e) {
       if (!(e instanceof AnnouncementError)) throw e;
       this.#stats[e.reason]++;

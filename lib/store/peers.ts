@@ -18,6 +18,13 @@ export const PEER_BOOK_VERSION = 1;
 /** Default delay between a change and the write that saves it, in ms. */
 export const DEFAULT_SAVE_DELAY_MS = 200;
 
+/**
+ * Delay before saving a change of `lastSeen` alone, in ms. Every announcement heard moves a
+ * peer's `lastSeen`; saving each at once meant an fsync'd rewrite of the file five times a second
+ * on a busy LAN, for a field that only tells the user roughly when a peer was last around.
+ */
+export const LAST_SEEN_SAVE_DELAY_MS = 30_000;
+
 /** One known peer. */
 export interface PeerRecord {
   /** Lowercase hex SHA-256 of the SPKI DER: the peer's identity. */
@@ -51,6 +58,11 @@ export interface PeerBookOptions {
   onWarning?: (message: string) => void;
   /** Delay between a change and its write, in ms (default {@linkcode DEFAULT_SAVE_DELAY_MS}). */
   saveDelayMs?: number;
+  /**
+   * Delay before writing changes of `lastSeen` alone, in ms (default
+   * {@linkcode LAST_SEEN_SAVE_DELAY_MS}; never shorter than `saveDelayMs`).
+   */
+  lastSeenSaveDelayMs?: number;
 }
 
 /** Thrown by {@linkcode PeerBook} for a refused record, a closed book or a failed write. */
@@ -81,16 +93,24 @@ export class PeerBookError extends Error {
 export class PeerBook {
   #path: string;
   #saveDelayMs: number;
+  #lastSeenSaveDelayMs: number;
   #onWarning?: (message: string) => void;
   #records = new Map<string, PeerRecord>();
   #dirty = false;
+  /** Set when a pending change is more than a `lastSeen` update: saved after the short delay. */
+  #urgent = false;
   #closed = false;
   #timer?: ReturnType<typeof setTimeout>;
+  #timerDue = Infinity;
   #writing?: Promise<void>;
 
   private constructor(path: string, opts: PeerBookOptions) {
     this.#path = path;
     this.#saveDelayMs = opts.saveDelayMs ?? DEFAULT_SAVE_DELAY_MS;
+    this.#lastSeenSaveDelayMs = Math.max(
+      this.#saveDelayMs,
+      opts.lastSeenSaveDelayMs ?? LAST_SEEN_SAVE_DELAY_MS,
+    );
     this.#onWarning = opts.onWarning;
   }
 
@@ -188,6 +208,7 @@ export class PeerBook {
     if (problem !== undefined) throw new PeerBookError(`refused peer record: ${problem}`);
     this.#records.set(merged.fingerprint, merged);
     this.#dirty = true;
+    if (existing === undefined || !onlyLastSeenMoved(existing, merged)) this.#urgent = true;
     this.#schedule();
     return { ...merged };
   }
@@ -214,7 +235,7 @@ export class PeerBook {
     const removed = evictable.slice(0, heardOnly.length - maxHeardOnly);
     for (const r of removed) this.#records.delete(r.fingerprint);
     if (removed.length > 0) {
-      this.#dirty = true;
+      this.#dirty = this.#urgent = true;
       this.#schedule();
     }
     return removed.map((r) => ({ ...r }));
@@ -229,8 +250,7 @@ export class PeerBook {
     // A write may be under way; wait for it (its failure is reported by whoever started it),
     // then write what came after it.
     while (this.#writing !== undefined) await this.#writing.catch(() => {});
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#disarm();
     if (this.#dirty) await this.#write();
   }
 
@@ -244,18 +264,33 @@ export class PeerBook {
     await this.flush();
   }
 
-  /** Arms the save timer, unless it is armed or a write is under way (that write re-arms it). */
+  /**
+   * Arms the save timer (the long delay when only `lastSeen` moved), unless it is armed to fire
+   * sooner or a write is under way (that write re-arms it).
+   */
   #schedule(): void {
-    if (this.#closed || this.#timer !== undefined || this.#writing !== undefined) return;
+    if (this.#closed || this.#writing !== undefined) return;
+    const delay = this.#urgent ? this.#saveDelayMs : this.#lastSeenSaveDelayMs;
+    const due = Date.now() + delay;
+    if (this.#timer !== undefined && this.#timerDue <= due) return;
+    this.#disarm();
+    this.#timerDue = due;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      this.#timerDue = Infinity;
       if (this.#dirty) this.#write().catch((e) => this.#warn(errorMessage(e)));
-    }, this.#saveDelayMs);
+    }, delay);
+  }
+
+  #disarm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerDue = Infinity;
   }
 
   /** One atomic write of the whole book; re-arms the timer if changes came in meanwhile. */
   #write(): Promise<void> {
-    this.#dirty = false;
+    this.#dirty = this.#urgent = false;
     const text = JSON.stringify(
       { version: PEER_BOOK_VERSION, peers: [...this.#records.values()] },
       null,
@@ -269,7 +304,7 @@ export class PeerBook {
       this.#writing = undefined;
       // Not re-armed: a broken disk would mean a write and a warning every delay. The next
       // change, flush() or close() tries again.
-      this.#dirty = true;
+      this.#dirty = this.#urgent = true;
       throw new PeerBookError(`cannot save ${this.#path}: ${errorMessage(e)}`, { cause: e });
     });
     this.#writing = writing;
@@ -285,6 +320,13 @@ export class PeerBook {
       console.error("peers: onWarning failed:", e, "while reporting:", message);
     }
   }
+}
+
+/** True when `after` differs from `before` in `lastSeen` alone. */
+function onlyLastSeenMoved(before: PeerRecord, after: PeerRecord): boolean {
+  return before.name === after.name && before.spki === after.spki && before.host === after.host &&
+    before.port === after.port && before.firstSeen === after.firstSeen &&
+    before.retired === after.retired && before.heardOnly === after.heardOnly;
 }
 
 /** Writes `text` to `path` atomically: a temporary file beside it, fsync, rename, mode 0600. */

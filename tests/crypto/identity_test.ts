@@ -7,8 +7,10 @@ import {
   importPeerKey,
   openIdentity,
   PassphraseRequiredError,
+  PeerKeyCache,
   WrongPassphraseError,
 } from "../../lib/crypto/identity.ts";
+import { testIdentities } from "../_helpers/identities.ts";
 
 const FILES = ["identity.key", "identity.pub", "history.key"] as const;
 type Files = Record<(typeof FILES)[number], Uint8Array>;
@@ -416,3 +418,28 @@ async function inDirValue<T>(files: Partial<Files>, fn: (dir: string) => Promise
   });
   return value!;
 }
+
+Deno.test("PeerKeyCache: one import per key, shared by concurrent callers; least recently used out; bad keys not kept", async () => {
+  const [a, b, c] = await testIdentities(3, "p2pchat-keycache-");
+  const keys = new PeerKeyCache({ capacity: 2 });
+  // Concurrent first requests share one import: the same object for all.
+  const [a1, a2] = await Promise.all([keys.get(a.publicKey.spki), keys.get(a.publicKey.spki)]);
+  assert.equal(a1, a2);
+  assert.equal(a1.fingerprint, a.publicKey.fingerprint);
+  // A copy of the bytes finds the same key.
+  assert.equal(await keys.get(a.publicKey.spki.slice()), a1);
+  const b1 = await keys.get(b.publicKey.spki);
+  // Touching a makes b the least recently used.
+  assert.equal(await keys.get(a.publicKey.spki), a1);
+  await keys.get(c.publicKey.spki); // evicts b
+  assert.equal(keys.size, 2);
+  assert.equal(await keys.get(a.publicKey.spki), a1, "a stayed");
+  assert.notEqual(await keys.get(b.publicKey.spki), b1, "b was evicted and imported anew");
+
+  // A bad key is refused like importPeerKey refuses it, and leaves no entry behind.
+  const empty = new PeerKeyCache();
+  await assert.rejects(empty.get(new Uint8Array([1, 2, 3])), IdentityError);
+  await Promise.resolve();
+  assert.equal(empty.size, 0);
+  assert.throws(() => new PeerKeyCache({ capacity: 0 }), RangeError);
+});

@@ -225,7 +225,8 @@ Deno.test("PeerBook: background saves happen by themselves, never closer than th
     let n = 0;
     // Change the book every few ms for a while.
     while (Date.now() - started < 6 * delay) {
-      book.upsert({ ...k, name: "Bob", lastSeen: ++n });
+      // A new port each time: a change saved after the short delay (lastSeen alone waits longer).
+      book.upsert({ ...k, name: "Bob", port: 1 + (++n % 60_000), lastSeen: n });
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     const elapsed = Date.now() - started;
@@ -244,6 +245,38 @@ Deno.test("PeerBook: background saves happen by themselves, never closer than th
     // Each write waits for the delay after the change that armed it: at most one per delay.
     assert.ok(temps <= Math.floor(total / delay) + 1, `${temps} writes in ${total} ms`);
     assert.deepEqual(await listDir(dir), ["peers.json"]);
+  });
+});
+
+Deno.test("PeerBook: a lastSeen-only change waits for the long delay; a real change or close saves it sooner", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/peers.json`;
+    const book = await PeerBook.open(path, { saveDelayMs: 20, lastSeenSaveDelayMs: 400 });
+    const saved = async () => JSON.parse(await Deno.readTextFile(path)).peers[0];
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const k = await fakeKey();
+    book.upsert({ ...k, name: "Bob", host: "127.0.0.1", port: 5001, lastSeen: 1 });
+    await sleep(150);
+    assert.equal((await saved()).lastSeen, 1, "a new peer is saved after the short delay");
+
+    // Announcements heard: lastSeen moves, nothing else.
+    book.upsert({ fingerprint: k.fingerprint, lastSeen: 2 });
+    await sleep(150);
+    assert.equal((await saved()).lastSeen, 1, "lastSeen alone is not written at once");
+    await sleep(450);
+    assert.equal((await saved()).lastSeen, 2, "lastSeen alone is written after the long delay");
+
+    // A pending lastSeen change rides with the next real change.
+    book.upsert({ fingerprint: k.fingerprint, lastSeen: 3 });
+    await sleep(50);
+    book.upsert({ fingerprint: k.fingerprint, port: 5002 });
+    await sleep(150);
+    assert.deepEqual([(await saved()).lastSeen, (await saved()).port], [3, 5002]);
+
+    // And close writes whatever is pending.
+    book.upsert({ fingerprint: k.fingerprint, lastSeen: 4 });
+    await book.close();
+    assert.equal((await saved()).lastSeen, 4);
   });
 });
 
