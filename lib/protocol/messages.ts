@@ -101,7 +101,8 @@ export function isMessageId(id: string): boolean {
 /**
  * Encodes a session frame's plaintext.
  *
- * @throws {RangeError} for text over {@linkcode MAX_TEXT_BYTES}, a bad id or too many ids.
+ * @throws {RangeError} for text over {@linkcode MAX_TEXT_BYTES}, a bad id, too many ids or
+ * messages, or several messages over {@linkcode BATCH_BYTES} together.
  * @example
  * ```ts
  * const bytes = encodeSessionFrame({ type: FrameType.PING, seq: 3, sentAt: Date.now() });
@@ -115,8 +116,16 @@ export function encodeSessionFrame(frame: SessionFrame): Uint8Array {
       if (n === 0 || n > MAX_BATCH_MESSAGES) {
         throw new RangeError(`a MSG carries 1 to ${MAX_BATCH_MESSAGES} messages, not ${n}`);
       }
+      const entries = frame.messages.map(encodeChatMessage);
+      // What decodeSessionFrame refuses must not leave here either (see MessageBatch).
+      const bytes = entries.reduce((sum, e) => sum + e.length, 0);
+      if (n > 1 && bytes > BATCH_BYTES) {
+        throw new RangeError(
+          `a MSG of ${n} messages holds ${bytes} bytes; the limit is ${BATCH_BYTES}`,
+        );
+      }
       w.u16(n);
-      for (const m of frame.messages) w.raw(encodeChatMessage(m));
+      for (const entry of entries) w.raw(entry);
       break;
     }
     case FrameType.ACK:
@@ -135,7 +144,9 @@ export function encodeSessionFrame(frame: SessionFrame): Uint8Array {
 /**
  * Decodes a session frame's plaintext.
  *
- * @throws {DecodeError} for an unknown type, a truncated frame or invalid fields.
+ * @throws {DecodeError} for an unknown type, a truncated frame or invalid fields, among them a
+ * MSG of several messages whose entries (as {@linkcode encodeChatMessage} makes them) total more
+ * than {@linkcode BATCH_BYTES}.
  */
 export function decodeSessionFrame(bytes: Uint8Array): SessionFrame {
   const r = new BinaryReader(bytes);
@@ -152,11 +163,19 @@ export function decodeSessionFrame(bytes: Uint8Array): SessionFrame {
       const n = r.u16();
       if (n === 0 || n > MAX_BATCH_MESSAGES) throw new DecodeError(`bad MSG count ${n}`);
       const messages: ChatMessage[] = [];
+      // The bound MessageBatch keeps to, so no batch of ours is refused: a lone entry may be as
+      // large as its text allows, entries travelling together total at most BATCH_BYTES. Counted
+      // before the text is read, so an oversized batch costs us no UTF-8 decoding.
+      let entryBytes = 0;
       for (let i = 0; i < n; i++) {
         const id = toHex(r.raw(MESSAGE_ID_BYTES));
         const messageSentAt = r.u64();
         const length = r.u32();
         if (length > MAX_TEXT_BYTES) throw new DecodeError("message text too long");
+        entryBytes += ENTRY_HEADER_BYTES + length;
+        if (n > 1 && entryBytes > BATCH_BYTES) {
+          throw new DecodeError(`MSG of ${n} messages exceeds ${BATCH_BYTES} bytes`);
+        }
         messages.push({ id, text: utf8(r.raw(length)), sentAt: messageSentAt });
       }
       r.end();

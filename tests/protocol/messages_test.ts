@@ -147,6 +147,63 @@ Deno.test("bad session frames are refused with DecodeError", () => {
   }
 });
 
+/** The plaintext of a MSG frame (seq 1, sentAt 1) of already encoded entries, unchecked. */
+function rawMsg(entries: Uint8Array[]): Uint8Array {
+  return msg([entries.length >> 8, entries.length & 0xff], ...entries);
+}
+
+/** An encoded message with an empty text. */
+function tinyEntry(): Uint8Array {
+  return encodeChatMessage({ id: newMessageId(), text: "", sentAt: 1 });
+}
+
+Deno.test("a MSG of several messages is held to BATCH_BYTES; a lone one only to MAX_TEXT_BYTES", () => {
+  // Two entries of exactly half the budget each, 28-byte header plus text, the text counted in
+  // UTF-8 bytes ("é" is 2): the sender's MessageBatch takes both, so the receiver must too.
+  const header = encodeChatMessage({ id, text: "", sentAt: 1 }).length;
+  const half = BATCH_BYTES / 2 - header;
+  const atLimit = [
+    { id, text: "é".repeat(half / 2), sentAt: 1 },
+    { id: newMessageId(), text: "x".repeat(half), sentAt: 2 },
+  ];
+  const entries = atLimit.map(encodeChatMessage);
+  assert.equal(entries[0].length + entries[1].length, BATCH_BYTES);
+  const batch = new MessageBatch();
+  for (const e of entries) {
+    assert.ok(batch.fits(e));
+    batch.add(e);
+  }
+  const decoded = decodeSessionFrame(batch.encode(1, 1));
+  assert.ok(decoded.type === FrameType.MSG);
+  assert.deepEqual(decoded.messages, atLimit);
+  assert.deepEqual(decodeSessionFrame(rawMsg(entries)), decoded);
+
+  // One byte more: our sender would not send it, and the receiver refuses it.
+  const over = [entries[0], encodeChatMessage({ ...atLimit[1], text: atLimit[1].text + "y" })];
+  assert.ok(!batch.fits(over[1]));
+  assert.throws(() => decodeSessionFrame(rawMsg(over)), DecodeError);
+  assert.throws(
+    () =>
+      encodeSessionFrame({
+        type: FrameType.MSG,
+        seq: 1,
+        sentAt: 1,
+        messages: [atLimit[0], { ...atLimit[1], text: atLimit[1].text + "y" }],
+      }),
+    RangeError,
+  );
+
+  // What the count and per-text limits alone let through under a 1 MiB frame: a dozen full texts.
+  const full = encodeChatMessage({ id, text: "z".repeat(MAX_TEXT_BYTES), sentAt: 1 });
+  assert.throws(() => decodeSessionFrame(rawMsg(Array(12).fill(full))), DecodeError);
+  assert.throws(() => decodeSessionFrame(rawMsg([full, tinyEntry()])), DecodeError);
+
+  // A lone message may exceed the batch budget, up to the largest text.
+  const lone = decodeSessionFrame(rawMsg([full]));
+  assert.ok(lone.type === FrameType.MSG);
+  assert.equal(lone.messages[0].text.length, MAX_TEXT_BYTES);
+});
+
 Deno.test("encoding refuses over-long text, bad ids, bad times and empty or huge batches", () => {
   const one = (m: { id: string; text: string; sentAt: number }) =>
     encodeSessionFrame({ type: FrameType.MSG, seq: 1, sentAt: 1, messages: [m] });
