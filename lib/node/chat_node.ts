@@ -151,7 +151,7 @@ export class ChatNode {
   #opts: ChatNodeOptions;
   #limits: NodeLimits;
   #log: Logger;
-  #listeners = new Map<(e: NodeEvent) => void, (() => void) | undefined>();
+  #listeners = new Map<(e: NodeEvent) => void, (() => boolean) | undefined>();
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
@@ -211,9 +211,18 @@ export class ChatNode {
    *
    * A listener shows `message` events to the user by the time it returns, or, if it buffers its
    * output, when its `flush` returns: after emitting messages the node records them as shown and
-   * calls `flush` right after.
+   * calls `flush` right after. `flush` returns false when the output is gone (the reader of
+   * stdout went away): the node then takes back the record, so those messages are shown at the
+   * next start, and removes the listener, so later messages wait for the next start too.
+   *
+   * @example
+   * ```ts
+   * const unsubscribe = node.subscribe((e) => lines.push(JSON.stringify(e)), {
+   *   flush: () => writeLines(lines),
+   * });
+   * ```
    */
-  subscribe(listener: (e: NodeEvent) => void, opts: { flush?: () => void } = {}): () => void {
+  subscribe(listener: (e: NodeEvent) => void, opts: { flush?: () => boolean } = {}): () => void {
     this.#listeners.set(listener, opts.flush);
     return () => this.#listeners.delete(listener);
   }
@@ -1119,8 +1128,18 @@ export class ChatNode {
         });
       }
       // The lines are ready: the record and the write follow each other with nothing between.
-      this.#track(this.#opts.history.markShown(slice.map((m) => m.id)));
-      for (const flush of this.#listeners.values()) flush?.();
+      const ids = slice.map((m) => m.id);
+      this.#track(this.#opts.history.markShown(ids));
+      let shown = false;
+      for (const [listener, flush] of [...this.#listeners]) {
+        if (flush === undefined || flush()) shown = true;
+        else this.#listeners.delete(listener);
+      }
+      if (!shown) {
+        // Nobody saw them: they wait for the next start, with everything stored after them.
+        this.#track(this.#opts.history.unmarkShown(ids));
+        if (this.#listeners.size === 0) return;
+      }
     }
   }
 }

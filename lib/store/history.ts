@@ -209,6 +209,7 @@ export class HistoryStore {
   #updateMany: StatementSync;
   #has: StatementSync;
   #seqOf: StatementSync;
+  #incomingBetween: StatementSync;
   #last: StatementSync;
   #before: StatementSync;
   #outbox: StatementSync;
@@ -242,7 +243,10 @@ export class HistoryStore {
        AND id IN (SELECT value FROM json_each(?2))`,
     );
     this.#has = db.prepare("SELECT 1 AS x FROM messages WHERE id = ?");
-    this.#seqOf = db.prepare("SELECT seq FROM messages WHERE id = ?");
+    this.#seqOf = db.prepare("SELECT seq, direction FROM messages WHERE id = ?");
+    this.#incomingBetween = db.prepare(
+      "SELECT seq FROM messages WHERE direction = 'in' AND seq > ? AND seq <= ?",
+    );
     this.#last = db.prepare(
       `SELECT ${cols} FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?`,
     );
@@ -344,8 +348,10 @@ export class HistoryStore {
       }
       db.exec(`PRAGMA synchronous = ${opts.durable === "normal" ? "NORMAL" : "FULL"}`);
       db.exec("PRAGMA journal_size_limit = 8388608");
+      // A file with a key check is checked before any migration: a wrong key changes nothing.
+      if (version >= 2) checkKey(db, fernet, path);
       migrate(db, fernet, { path, version });
-      checkKey(db, fernet, path);
+      if (version < 2) checkKey(db, fernet, path);
       return new HistoryStore(db, fernet, { path, durable: opts.durable ?? "full" });
     } catch (e) {
       db.close();
@@ -500,6 +506,53 @@ export class HistoryStore {
   }
 
   /**
+   * Takes back {@linkcode markShown} for messages whose display failed (the output went away
+   * after they were recorded): {@linkcode unshown} returns them again, so the next start shows
+   * them. Written at once, like `markShown`. Unknown ids, outgoing ones and ids not shown are
+   * ignored.
+   *
+   * @throws {StoreError} when the store is closed or the write fails.
+   * @example
+   * ```ts
+   * await store.markShown(ids);
+   * if (!write(lines)) await store.unmarkShown(ids);
+   * ```
+   */
+  unmarkShown(ids: readonly string[]): Promise<void> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    try {
+      const back = new Map<string, number>();
+      for (const id of ids) {
+        if (typeof id !== "string" || this.#unshown.has(id)) continue;
+        const row = this.#query(() => this.#seqOf.get(id)) as
+          | { seq: number; direction: string }
+          | undefined;
+        if (row !== undefined && row.direction === "in") back.set(id, row.seq);
+      }
+      if (back.size === 0) return Promise.resolve();
+      const taken = new Set(back.values());
+      let through = this.#shownThrough;
+      const lowest = Math.min(...taken);
+      if (lowest <= through) {
+        // The mark goes down below the lowest taken back; the others it covered stay shown.
+        const covered = this.#query(() => this.#incomingBetween.all(lowest, through)) as {
+          seq: number;
+        }[];
+        for (const { seq } of covered) if (!taken.has(seq)) this.#shownAbove.add(seq);
+        through = lowest - 1;
+      }
+      for (const [id, seq] of back) {
+        this.#unshown.set(id, seq);
+        this.#shownAbove.delete(seq);
+      }
+      this.#writeMarks(through);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.resolve();
+  }
+
+  /**
    * Moves `ids` out of the unshown set and writes the marks, synchronously.
    *
    * @throws {StoreError} when the write fails (the in-memory marks stay: they are true).
@@ -515,7 +568,15 @@ export class HistoryStore {
     // newest seq and the unshown set describe the database as it is.
     let through = this.#lastSeq;
     for (const seq of this.#unshown.values()) through = Math.min(through, seq - 1);
-    through = Math.max(through, this.#shownThrough);
+    this.#writeMarks(Math.max(through, this.#shownThrough));
+  }
+
+  /**
+   * Writes `through` and the out-of-order marks above it (if they changed), synchronously.
+   *
+   * @throws {StoreError} when the write fails.
+   */
+  #writeMarks(through: number): void {
     for (const seq of this.#shownAbove) if (seq <= through) this.#shownAbove.delete(seq);
     const above = JSON.stringify([...this.#shownAbove]);
     if (through === this.#shownThrough && above === this.#savedAbove) return;

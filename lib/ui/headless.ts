@@ -112,7 +112,7 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
   const write = opts.write ?? ((line: string) => stdout!.push(line));
   const emit = (e: NodeEvent) => write(JSON.stringify(e));
   // `message` lines leave at once (flush), right after the node recorded them as shown.
-  const unsubscribe = node.subscribe(emit, { flush: () => stdout?.flush() });
+  const unsubscribe = node.subscribe(emit, { flush: () => stdout?.flush() ?? true });
   const error = (message: string, command?: string) =>
     emit({ type: "error", message, ...(command ? { command } : {}), ts: Date.now() });
   const inFlight = new Set<Promise<void>>();
@@ -284,10 +284,11 @@ class LineBatcher {
     setImmediate(() => this.flush());
   }
 
-  /** Writes every queued line now. */
-  flush(): void {
+  /** Writes every queued line now; false when output has failed (now or before). */
+  flush(): boolean {
     this.#scheduled = false;
-    if (this.#lines.length === 0 || this.failure !== null) return;
+    if (this.failure !== null) return false;
+    if (this.#lines.length === 0) return true;
     const text = this.#lines.join("\n") + "\n";
     this.#lines = [];
     try {
@@ -296,7 +297,9 @@ class LineBatcher {
       // A closed pipe (the reader went away) or a broken terminal: stop, do not crash.
       this.failure = e instanceof Error ? e : new Error(String(e));
       this.#fail();
+      return false;
     }
+    return true;
   }
 }
 

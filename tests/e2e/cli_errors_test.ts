@@ -193,3 +193,61 @@ Deno.test("cli: headless whose reader goes away stops in one line, exit 1, peers
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: a message that meets a gone reader is shown at the next start, once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-unshown-" });
+  const bob = await PeerProcess.start("Bob");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...RUN_FLAGS,
+      MAIN,
+      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const stderr = new Response(child.stderr).text();
+  let again: PeerProcess | undefined;
+  try {
+    // Read Alice's output until Bob is connected, then hang up: the next line she writes is
+    // Bob's message, and it meets a closed pipe.
+    const reader = child.stdout.getReader();
+    let seen = "";
+    const readUntil = async (what: string) => {
+      while (!seen.includes(what)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`Alice's output ended before ${what}: ${seen}`);
+        seen += new TextDecoder().decode(value);
+      }
+    };
+    await readUntil('"ready"');
+    const port = JSON.parse(seen.split("\n").find((l) => l.includes('"ready"'))!).port;
+    await bob.command(`/connect 127.0.0.1:${port}`);
+    await readUntil('"connected"');
+    await reader.cancel();
+    await bob.command("/send Alice written while nobody reads");
+    // Alice stored it (so acknowledged it) though she could not show it.
+    await bob.waitFor((e) => e.type === "delivered", 20_000);
+    assert.equal((await child.status).code, 1);
+    assert.match(await stderr, /cannot write to stdout/);
+
+    again = await PeerProcess.start("Alice", { dataDir: dir });
+    const shown = await again.waitFor((e) => e.type === "message", 20_000);
+    assert.equal(shown.text, "written while nobody reads");
+    assert.equal(shown.from, "Bob");
+    await again.command("/history Bob");
+    const history = await again.waitFor((e) => e.type === "history");
+    assert.equal(history.messages.length, 1);
+    assert.equal(await again.quit(), 0);
+    assert.equal(again.all("message").length, 1, "shown once");
+  } finally {
+    await stdin.close().catch(() => {});
+    await again?.cleanup();
+    await bob.cleanup();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

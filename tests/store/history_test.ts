@@ -541,6 +541,57 @@ Deno.test("incoming messages stay unshown until marked, across restarts, oldest 
   });
 });
 
+Deno.test("unmarkShown takes a mark back, now and across restarts, keeping the others shown", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
+
+    let store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      for (const id of ["a1", "a2", "a3", "a4"]) await store.recordIncoming(inc(id, BOB, id));
+      await store.recordOutgoing(out("o1", BOB, "mine"), "sent");
+      // All shown in one go: the mark covers them all.
+      await store.markShown(["a1", "a2", "a3", "a4"]);
+      assert.deepEqual(await ids(store), []);
+      // The output failed for a2 and a3: taken back, below the mark; a1 and a4 stay shown.
+      await store.unmarkShown(["a2", "a3", "o1", "never-stored", "a2"]);
+      assert.deepEqual(await ids(store), ["a2", "a3"]);
+    } finally {
+      await store.close();
+    }
+    store = await HistoryStore.open(path, { key, durable: "full" });
+    try {
+      assert.deepEqual(await ids(store), ["a2", "a3"]);
+      // Taking back one that is still unshown changes nothing; marking again works as usual.
+      await store.unmarkShown(["a3"]);
+      await store.markShown(["a3"]);
+      assert.deepEqual(await ids(store), ["a2"]);
+      await store.recordIncoming(inc("a5", BOB, "a5"));
+      await store.markShown(["a5"]);
+      await store.unmarkShown(["a5"]);
+    } finally {
+      await store.close();
+    }
+    store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await ids(store), ["a2", "a5"]);
+      await store.markShown(["a2", "a5"]);
+      assert.deepEqual(await ids(store), []);
+    } finally {
+      await store.close();
+    }
+    store = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.deepEqual(await ids(store), []);
+      await store.close();
+      await assert.rejects(store.unmarkShown(["a1"]), StoreError);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 Deno.test("a failed batch leaves nothing unshown; a failed mark still counts and is written next time", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
@@ -605,7 +656,7 @@ Deno.test("a delivered message never goes back to sent or queued", async () => {
   });
 });
 
-Deno.test("a schema version 2 database becomes version 3 with every message counted as shown", async () => {
+Deno.test("a schema version 2 database becomes version 3 with every message counted as shown (never with a wrong key)", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
@@ -617,6 +668,17 @@ Deno.test("a schema version 2 database becomes version 3 with every message coun
     raw(path, (db) => {
       db.exec("DELETE FROM meta WHERE key LIKE 'shown_%'; PRAGMA user_version = 2;");
     });
+    const version = () =>
+      raw(
+        path,
+        (db) => (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
+      );
+    // The wrong key is refused before the migration: the file stays as version 2 wrote it.
+    await assert.rejects(
+      HistoryStore.open(path, { key: generateKey(), durable: "normal" }),
+      (e) => e instanceof StoreError && /wrong history key/.test(e.message),
+    );
+    assert.equal(version(), 2);
     const again = await HistoryStore.open(path, { key, durable: "normal" });
     try {
       assert.deepEqual(await again.unshown(), []);

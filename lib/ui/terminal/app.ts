@@ -131,7 +131,10 @@ export class App {
       this.#known.add(p.fingerprint);
       if (p.active) this.#heardAny = true;
     }
-    this.#unsubscribe = this.node.subscribe((e) => this.#onEvent(e));
+    // Lines are printed synchronously; once stdout is gone, messages are left for the next start.
+    this.#unsubscribe = this.node.subscribe((e) => this.#onEvent(e), {
+      flush: () => this.screen.outputWorks,
+    });
     if (this.#quietHintMs > 0) {
       this.#hintTimer = setTimeout(() => {
         this.#hintTimer = null;

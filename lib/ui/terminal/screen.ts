@@ -164,6 +164,11 @@ export class Screen {
     this.#rows = opts.rows ?? (() => 24);
   }
 
+  /** False once stdout is gone (its reader went away): nothing printed reaches anyone. */
+  get outputWorks(): boolean {
+    return this.#write !== writeStdout || !stdoutGone;
+  }
+
   /** Whether lines are printed above a live input line. */
   get interactive(): boolean {
     return this.#interactive;
