@@ -829,6 +829,9 @@ export class ChatNode {
     m.sentOn = session;
     m.written = session.sendMessage(m.id, m.text, m.sentAt).then(
       () => {
+        // Acknowledged while the write was still going (a long outbox in one write): #onAck has
+        // already said `sent` and `delivered`, and the row is delivered.
+        if (this.#outbox.get(fp)?.get(m.id) !== m) return true;
         if (m.state === "queued") {
           m.state = "sent";
           this.#track(this.#opts.history.setState(m.id, "sent"));
@@ -882,21 +885,32 @@ export class ChatNode {
   #onAck(session: Session, ids: string[]): void {
     const fp = session.peerFingerprint;
     const box = this.#outbox.get(fp);
-    const delivered: string[] = [];
+    const delivered: OutMessage[] = [];
     for (const id of ids) {
-      if (box?.delete(id)) delivered.push(id);
+      const m = box?.get(id);
+      if (m === undefined) continue;
+      box!.delete(id);
+      delivered.push(m);
     }
     // The events first: their output is then queued ahead of the state write's commit (an fsync
     // at full durability) instead of behind it. Showing `delivered` before our own record of it
     // is durable loses nothing: the peer has the message, and after a crash the outbox sends it
     // again, the peer acknowledges the duplicate, and the state is written then.
-    for (const id of delivered) {
-      this.#emit({ type: "delivered", id, to: session.peerName, fingerprint: fp });
+    for (const m of delivered) {
+      // The peer can acknowledge the first messages of a long write before the write is done:
+      // `sent` still comes first.
+      if (!m.shown) {
+        m.shown = true;
+        this.#emit({ type: "sent", id: m.id, to: session.peerName, fingerprint: fp });
+      }
+      this.#emit({ type: "delivered", id: m.id, to: session.peerName, fingerprint: fp });
     }
     // One store write for the whole ACK (an ACK under load carries hundreds of ids), deferred to
     // share the next commit: losing it in a crash costs a resend the peer acknowledges again.
     if (delivered.length > 0) {
-      this.#track(this.#opts.history.setStates(delivered, "delivered", { deferred: true }));
+      this.#track(
+        this.#opts.history.setStates(delivered.map((m) => m.id), "delivered", { deferred: true }),
+      );
     }
     this.#discovery?.markAlive(fp);
   }

@@ -150,6 +150,38 @@ Deno.test("delivery: an outbox bigger than a connection may queue is delivered w
   }
 });
 
+Deno.test("delivery: under a burst of large messages on a live session, each id says sent, then delivered, once", async () => {
+  const alice = await PeerProcess.start("Alice");
+  const bob = await PeerProcess.start("Bob");
+  try {
+    await connect(alice, bob);
+    // Megabytes in flight at once: the peer acknowledges the first messages of a long write
+    // before the write is over.
+    const count = 2_000;
+    const text = "x".repeat(8_000);
+    for (let i = 0; i < count; i += 250) {
+      const lines = [];
+      for (let j = i; j < Math.min(count, i + 250); j++) lines.push(`/send Bob ${j} ${text}`);
+      await alice.command(lines.join("\n"));
+    }
+    await alice.waitFor(() => alice.all("delivered").length === count, 60_000);
+    const order = new Map<string, string[]>();
+    for (const e of alice.events) {
+      if (e.type === "sent" || e.type === "queued" || e.type === "delivered") {
+        order.set(e.id, [...order.get(e.id) ?? [], e.type]);
+      }
+    }
+    assert.equal(order.size, count);
+    for (const [id, types] of order) assert.deepEqual(types, ["sent", "delivered"], id);
+    await bob.waitFor(() => bob.all("message").length === count, 10_000);
+    assert.equal(await bob.quit(), 0);
+    assert.equal(await alice.quit(), 0);
+  } finally {
+    await alice.cleanup();
+    await bob.cleanup();
+  }
+});
+
 Deno.test("delivery: the outbox survives a restart of the sender", async () => {
   const aliceDir = await Deno.makeTempDir({ prefix: "p2pchat-Alice-" });
   const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });
