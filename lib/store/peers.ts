@@ -214,12 +214,17 @@ export class PeerBook {
   }
 
   /**
-   * Keeps at most `maxHeardOnly` heard-only records (peers only known from their announcements):
-   * beyond that, removes the ones seen longest ago, except those `keep` protects (e.g. peers
-   * online right now). Without it, anyone on the LAN signing announcements with fresh keys would
-   * grow the book, and `peers.json`, without end.
+   * Bounds the heard-only records (peers only known from their announcements) to
+   * `maxHeardOnly`, keeping the ones known longest: ranked by `firstSeen`, oldest first (ties in
+   * the order they were added), those beyond the first `maxHeardOnly` are removed, most recently
+   * first seen first, except those `keep` protects (e.g. peers online right now). A protected
+   * record beyond the bound stays, over the bound, until a later call finds it unprotected; it
+   * never pushes an older record out. Without a bound, anyone on the LAN signing announcements
+   * with fresh keys would grow the book, and `peers.json`, without end; with this order such a
+   * flood evicts itself, and cannot evict an offline peer we knew before it (whose name it could
+   * then pin to its own key, making the real peer's return look like a key change).
    *
-   * @returns the records removed
+   * @returns the records removed, most recently first seen first
    * @throws {PeerBookError} when the book is closed.
    * @example
    * ```ts
@@ -228,11 +233,18 @@ export class PeerBook {
    */
   prune(maxHeardOnly: number, keep: (fingerprint: string) => boolean): PeerRecord[] {
     if (this.#closed) throw new PeerBookError("the peer book is closed");
-    const heardOnly = [...this.#records.values()].filter((r) => r.heardOnly === true);
+    // Not lastSeen: a flood is seen last, so evicting by it pushed out the offline peers instead.
+    // firstSeen is our clock when the peer was first heard (no announcement carries it), so a
+    // peer cannot backdate it. Sorting is stable, so records first seen in the same millisecond
+    // keep the order they were added in.
+    const heardOnly = [...this.#records.values()].filter((r) => r.heardOnly === true)
+      .sort((a, b) => a.firstSeen - b.firstSeen);
     if (heardOnly.length <= maxHeardOnly) return [];
-    const evictable = heardOnly.filter((r) => !keep(r.fingerprint))
-      .sort((a, b) => a.lastSeen - b.lastSeen);
-    const removed = evictable.slice(0, heardOnly.length - maxHeardOnly);
+    // Only the newcomers beyond the bound are candidates: evicting older records in place of
+    // protected newcomers would let a flood that stays online push out the peers known before it.
+    const removed = heardOnly.slice(Math.max(0, maxHeardOnly))
+      .filter((r) => !keep(r.fingerprint))
+      .reverse();
     for (const r of removed) this.#records.delete(r.fingerprint);
     if (removed.length > 0) {
       this.#dirty = this.#urgent = true;

@@ -390,31 +390,96 @@ Deno.test("PeerBook: heard-only until the first contact, then contacted for good
   });
 });
 
-Deno.test("PeerBook: prune forgets the heard-only peers heard longest ago, never protected ones or contacts", async () => {
+Deno.test("PeerBook: prune forgets the heard-only peers first heard last, never protected ones or contacts", async () => {
   await withDir(async (dir) => {
     const book = await PeerBook.open(`${dir}/peers.json`);
     try {
       const contact = await fakeKey();
-      book.upsert({ ...contact, name: "Contact", lastSeen: 1 });
+      book.upsert({ ...contact, name: "Contact", firstSeen: 1_000, lastSeen: 1 });
       const heard: { fingerprint: string; spki: string }[] = [];
-      for (let i = 0; i < 10; i++) {
+      // Added out of firstSeen order, and seen last in the opposite order: only firstSeen counts.
+      for (const i of [3, 0, 9, 5, 1, 8, 2, 7, 4, 6]) {
         const k = await fakeKey();
-        heard.push(k);
-        book.upsert({ ...k, name: `H${i}`, lastSeen: 100 + i, heardOnly: true });
+        heard[i] = k;
+        book.upsert({
+          ...k,
+          name: `H${i}`,
+          firstSeen: 100 + i,
+          lastSeen: 200 - i,
+          heardOnly: true,
+        });
       }
       assert.deepEqual(book.prune(10, () => false), []);
-      // Over by 4: the four heard longest ago go, except H1, which is online (protected).
-      const online = new Set([heard[1].fingerprint]);
+      // Over by 4: H6 to H9, first heard last, go, newest first; H8 is online (protected) and
+      // stays over the bound rather than push out H5, which we knew before it.
+      const online = new Set([heard[8].fingerprint]);
       const removed = book.prune(6, (fp) => online.has(fp));
-      assert.deepEqual(removed.map((r) => r.name), ["H0", "H2", "H3", "H4"]);
+      assert.deepEqual(removed.map((r) => r.name), ["H9", "H7", "H6"]);
       assert.deepEqual(
         book.all().map((r) => r.name).sort(),
-        ["Contact", "H1", "H5", "H6", "H7", "H8", "H9"],
+        ["Contact", "H0", "H1", "H2", "H3", "H4", "H5", "H8"],
       );
+      // Offline now, H8 is the one over the bound.
+      assert.deepEqual(book.prune(6, () => false).map((r) => r.name), ["H8"]);
       // Everything protected: nothing to remove, the bound waits for them to go offline.
       assert.deepEqual(book.prune(0, () => true), []);
-      assert.equal(book.prune(0, () => false).length, 6);
+      assert.deepEqual(
+        book.prune(0, () => false).map((r) => r.name),
+        ["H5", "H4", "H3", "H2", "H1", "H0"],
+      );
       assert.deepEqual(book.all().map((r) => r.name), ["Contact"]);
+    } finally {
+      await book.close();
+    }
+  });
+});
+
+Deno.test("PeerBook: older heard-only peers survive a flood of newer ones, online or gone", async () => {
+  await withDir(async (dir) => {
+    const book = await PeerBook.open(`${dir}/peers.json`);
+    try {
+      const max = 8;
+      // Peers heard long ago, offline for a day since: the old lastSeen order evicted them first.
+      const old: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const k = await fakeKey();
+        old.push(k.fingerprint);
+        book.upsert({
+          ...k,
+          name: `Old${i}`,
+          firstSeen: 1_000 + i,
+          lastSeen: 2_000,
+          heardOnly: true,
+        });
+      }
+      // A flood of fresh keys, all first heard in the same millisecond (ties go by arrival), each
+      // online while announcing and pruned for as it is heard, as ChatNode does.
+      const online = new Set<string>();
+      const flood: string[] = [];
+      const keep = (fp: string) => online.has(fp);
+      for (let i = 0; i < 40; i++) {
+        const k = await fakeKey();
+        flood.push(k.fingerprint);
+        online.add(k.fingerprint);
+        book.upsert({
+          ...k,
+          name: `Minted${i}`,
+          firstSeen: 90_000,
+          lastSeen: 90_000,
+          heardOnly: true,
+        });
+        assert.deepEqual(book.prune(max, keep), [], "an online flood pushes nobody out");
+      }
+      // Then the flood stops and times out, peer by peer, pruned at each.
+      const removed: string[] = [];
+      for (const fp of flood) {
+        online.delete(fp);
+        removed.push(...book.prune(max, keep).map((r) => r.fingerprint));
+      }
+      const left = book.all().map((r) => r.fingerprint);
+      for (const fp of old) assert.ok(left.includes(fp), "a peer known before the flood stays");
+      assert.deepEqual(left, [...old, ...flood.slice(0, max - old.length)]);
+      assert.deepEqual(removed.sort(), flood.slice(max - old.length).sort());
     } finally {
       await book.close();
     }
