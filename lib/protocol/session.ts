@@ -45,6 +45,7 @@ export type CloseReason =
   | "bye" // the peer said goodbye
   | "eof" // the peer's stream ended without goodbye
   | "idle" // nothing heard for too long
+  | "stalled" // the peer has not read what we wrote for too long
   | "protocol" // a bad, replayed or reordered frame
   | "frame-too-large"
   | "rate"
@@ -120,6 +121,8 @@ export class Session {
   #backlog: { batch: MessageBatch; sent: PromiseWithResolvers<void> }[] = [];
   /** Plaintext bytes of MSG frames handed to the connection and not yet written out. */
   #inFlight = 0;
+  /** When a MSG write last finished, or the first one went out after none were in flight. */
+  #lastWritten = Date.now();
   #handlers: SessionHandlers | null = null;
   #closed = false;
   #lastSent = Date.now();
@@ -334,9 +337,11 @@ export class Session {
     while (this.#backlog.length > 0 && this.#inFlight < MSG_HIGH_WATER && !this.#closed) {
       const { batch, sent } = this.#backlog.shift()!;
       const plain = batch.encode(this.#sendSeq + 1, Date.now());
+      if (this.#inFlight === 0) this.#lastWritten = Date.now();
       this.#inFlight += plain.length;
       this.#seal(plain, { now: true }).then(
         () => {
+          this.#lastWritten = Date.now();
           this.#inFlight -= plain.length;
           sent.resolve();
           this.#pump();
@@ -452,6 +457,15 @@ export class Session {
     const now = Date.now();
     if (now - this.#lastReceived > this.#idleTimeoutMs) {
       this.#finish("idle", `nothing heard for ${Math.round((now - this.#lastReceived) / 1000)} s`);
+      return;
+    }
+    // A peer that keeps talking (PINGs) but never reads would hold our messages to it forever:
+    // pacing keeps them from ever reaching the connection's limit for peers that do not read.
+    if (this.#inFlight > 0 && now - this.#lastWritten > this.#idleTimeoutMs) {
+      this.#finish(
+        "stalled",
+        `the peer has not read for ${Math.round((now - this.#lastWritten) / 1000)} s`,
+      );
       return;
     }
     if (now - this.#lastSent >= this.#keepaliveMs) {

@@ -36,8 +36,11 @@ function attach(session: Session): Side {
   return side;
 }
 
-/** Alice dials Bob (through a frame proxy when `hook` is given); returns both running sides. */
-async function pair(hook?: FrameHook, opts: SessionOptions = {}) {
+/**
+ * Alice dials Bob (through a frame proxy when `hook` is given); returns both running sides. Bob's
+ * side is started by `attachBob` (default: reads, stores at once and acknowledges).
+ */
+async function pair(hook?: FrameHook, opts: SessionOptions = {}, attachBob = attach) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const proxy = hook ? startProxy({ hostname: "127.0.0.1", port }, hook) : null;
@@ -56,7 +59,7 @@ async function pair(hook?: FrameHook, opts: SessionOptions = {}) {
     Session.establish(server, hr, opts),
   ]);
   const a = attach(si);
-  const b = attach(sr);
+  const b = attachBob(sr);
   const cleanup = async () => {
     await a.session.close();
     await b.session.close();
@@ -266,6 +269,41 @@ Deno.test("session: a peer that goes silent is closed as idle; pings keep a quie
     const closed = await a.closed;
     assert.equal(closed.reason, "idle");
   } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("session: a peer that keeps pinging but never reads is closed as stalled", async () => {
+  const never = Promise.withResolvers<void>();
+  // Bob's store never finishes, so his session never reads again; his pings go on.
+  const stuck = (session: Session): Side => {
+    const side = { session, messages: [], acks: [] } as unknown as Side;
+    side.closed = new Promise((resolve) => {
+      session.start({
+        onMessages: (ms) => {
+          side.messages.push(...ms);
+          return never.promise;
+        },
+        onAck: () => {},
+        onClose: (reason, detail) => resolve({ reason, detail }),
+      });
+    });
+    return side;
+  };
+  const { a, cleanup } = await pair(undefined, { keepaliveMs: 50, idleTimeoutMs: 600 }, stuck);
+  try {
+    // Far more than the socket buffers hold: Alice's writes stop making progress.
+    const text = "s".repeat(60_000);
+    const written: Promise<void>[] = [];
+    for (let i = 0; i < 1_000; i++) {
+      written.push(a.session.sendMessage(newMessageId(), text, i).catch(() => {}));
+    }
+    const closed = await within(a.closed, 20_000, "Alice to give up on Bob");
+    assert.equal(closed.reason, "stalled");
+    assert.match(closed.detail, /has not read/);
+    await Promise.all(written);
+  } finally {
+    never.resolve();
     await cleanup();
   }
 });
