@@ -333,7 +333,7 @@ Limits (a hostile peer costs a closed connection, never a crash):
       --idle-timeout S       close a session silent this long (default 45; pings every 15)
       --max-frame-size B     largest frame after authentication (default 1048576)
       --max-heard-peers N    peers kept that were only ever heard, never contacted: beyond N,
-                             the longest unheard are forgotten (default 1024)
+                             the newest ones are forgotten once offline (default 1024)
 
 Storage:
       --durability full|normal  full (default): every write is fsynced and survives a power
