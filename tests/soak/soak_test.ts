@@ -4,7 +4,8 @@
  * is lost, nothing is stored or shown twice, and the memory of the peer that lived through it all
  * has not grown.
  *
- * Runs for P2PCHAT_SOAK_SECONDS of chaos (default 60), then lets everything settle. Needs its own
+ * Runs for P2PCHAT_SOAK_SECONDS of chaos, then lets everything settle. Default: 60 s in the test
+ * suite (`deno task test`, CI), 300 s with `deno task soak` (which passes `--full`). Needs its own
  * network namespace (as every network test here): `unshare --net`, with `ss` available.
  */
 
@@ -12,7 +13,12 @@ import assert from "node:assert/strict";
 import { type Event, PeerProcess } from "../_helpers/peer_process.ts";
 import { hasCommand } from "../_helpers/tools.ts";
 
-const SECONDS = Number(Deno.env.get("P2PCHAT_SOAK_SECONDS") ?? "60");
+const SECONDS = Number(
+  Deno.env.get("P2PCHAT_SOAK_SECONDS") ?? (Deno.args.includes("--full") ? "300" : "60"),
+);
+if (!Number.isFinite(SECONDS) || SECONDS < 5) {
+  throw new RangeError(`P2PCHAT_SOAK_SECONDS must be at least 5, got ${SECONDS}`);
+}
 const NAMES = ["Alice", "Bob", "Carol", "Dave"];
 /** Alice is never killed: her memory is watched. Her connections are cut like everyone's. */
 const LONG_LIVED = "Alice";
