@@ -75,15 +75,28 @@ export type SessionFrame =
   | { type: typeof FrameType.BYE; seq: number; sentAt: number; reason: string };
 
 /**
- * A fresh random message id: 32 lowercase hex digits.
+ * A fresh message id: 32 lowercase hex digits, the first 12 the time in ms, the other 20 random
+ * (as in UUIDv7: 80 random bits per millisecond never collide in practice).
+ *
+ * Why the time first: both peers keep a unique index on message ids, and purely random ids land
+ * on a different index page each, so a commit of a few hundred messages rewrote as many pages
+ * (in SQLite, two thirds of the cost of storing a message). Ids made one after another now sit
+ * side by side. The time is no secret: every message carries its `sent_at` anyway.
  *
  * @example
  * ```ts
- * newMessageId(); // "3f1c...e9" (32 hex digits)
+ * newMessageId(); // "019adf3c5e21" + 20 random hex digits
  * ```
  */
 export function newMessageId(): string {
-  return toHex(crypto.getRandomValues(new Uint8Array(MESSAGE_ID_BYTES)));
+  const bytes = crypto.getRandomValues(new Uint8Array(MESSAGE_ID_BYTES));
+  // 48 bits of ms reach the year 10889; written big-endian so that ids sort by time.
+  const ms = Date.now();
+  const high = Math.floor(ms / 2 ** 32);
+  bytes[0] = high >>> 8;
+  bytes[1] = high;
+  new DataView(bytes.buffer).setUint32(2, ms >>> 0);
+  return toHex(bytes);
 }
 
 /**
