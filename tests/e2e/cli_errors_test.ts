@@ -143,40 +143,50 @@ Deno.test("cli: one running peer per data directory", async () => {
   }
 });
 
-Deno.test("cli: headless whose reader goes away stops in one line, exit 1, peers told goodbye", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "p2pchat-gone-" });
-  const bob = await PeerProcess.start("Bob");
+/**
+ * Starts a headless Alice in `dir` whose stdout the test reads itself (PeerProcess reads it all),
+ * so that it can stop reading: `readUntil` reads up to a text, `hangUp` closes the pipe.
+ */
+function spawnAlice(dir: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       ...RUN_FLAGS,
       MAIN,
-      "--name",
-      "Alice",
-      "--port",
-      "0",
-      "--data-dir",
-      dir,
-      "--no-discovery",
-      "--headless",
+      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
-  const stdin = child.stdin.getWriter();
-  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.getReader();
+  let seen = "";
+  return {
+    child,
+    stdin: child.stdin.getWriter(),
+    stderr: new Response(child.stderr).text(),
+    /** Reads stdout until `text` appears; returns everything read so far. */
+    async readUntil(text: string): Promise<string> {
+      while (!seen.includes(text)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`Alice's output ended before ${text}: ${seen}`);
+        seen += new TextDecoder().decode(value);
+      }
+      return seen;
+    },
+    hangUp: () => reader.cancel(),
+  };
+}
+
+Deno.test("cli: headless whose reader goes away stops in one line, exit 1, peers told goodbye", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-gone-" });
+  const bob = await PeerProcess.start("Bob");
+  const { child, stdin, stderr, readUntil, hangUp } = spawnAlice(dir);
   try {
     // Read up to `ready`, then hang up: the next event line meets a closed pipe.
-    const reader = child.stdout.getReader();
-    let seen = "";
-    while (!seen.includes('"ready"')) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += new TextDecoder().decode(value);
-    }
-    await reader.cancel();
+    await readUntil('"ready"');
+    await hangUp();
     await stdin.write(new TextEncoder().encode(`/connect ${bob.address}\n`));
     const status = await child.status;
     assert.equal(status.code, 1);
@@ -197,38 +207,16 @@ Deno.test("cli: headless whose reader goes away stops in one line, exit 1, peers
 Deno.test("cli: a message that meets a gone reader is shown at the next start, once", async () => {
   const dir = await Deno.makeTempDir({ prefix: "p2pchat-unshown-" });
   const bob = await PeerProcess.start("Bob");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...RUN_FLAGS,
-      MAIN,
-      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const stdin = child.stdin.getWriter();
-  const stderr = new Response(child.stderr).text();
+  const { child, stdin, stderr, readUntil, hangUp } = spawnAlice(dir);
   let again: PeerProcess | undefined;
   try {
     // Read Alice's output until Bob is connected, then hang up: the next line she writes is
     // Bob's message, and it meets a closed pipe.
-    const reader = child.stdout.getReader();
-    let seen = "";
-    const readUntil = async (what: string) => {
-      while (!seen.includes(what)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`Alice's output ended before ${what}: ${seen}`);
-        seen += new TextDecoder().decode(value);
-      }
-    };
-    await readUntil('"ready"');
+    const seen = await readUntil('"ready"');
     const port = JSON.parse(seen.split("\n").find((l) => l.includes('"ready"'))!).port;
     await bob.command(`/connect 127.0.0.1:${port}`);
     await readUntil('"connected"');
-    await reader.cancel();
+    await hangUp();
     await bob.command("/send Alice written while nobody reads");
     // Alice stored it (so acknowledged it) though she could not show it.
     await bob.waitFor((e) => e.type === "delivered", 20_000);

@@ -27,6 +27,11 @@ function inc(id: string, peer: string, text: string, receivedAt = 1_700_000_000_
   return { id, peer, peerName: "Alice", text, sentAt: 1_700_000_000_000, receivedAt };
 }
 
+/** The ids the store has not shown yet, oldest first. */
+async function unshownIds(store: HistoryStore): Promise<string[]> {
+  return (await store.unshown()).map((m) => m.id);
+}
+
 /** Opens the file with a plain SQLite connection, runs `fn`, closes it. */
 function raw<T>(path: string, fn: (db: DatabaseSync) => T): T {
   const db = new DatabaseSync(path);
@@ -490,7 +495,6 @@ Deno.test("incoming messages stay unshown until marked, across restarts, oldest 
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
-    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
 
     let store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
@@ -499,21 +503,21 @@ Deno.test("incoming messages stay unshown until marked, across restarts, oldest 
       assert.equal(await store.recordIncoming(inc("a2", CAROL, "two")), true);
       assert.equal(await store.recordIncoming(inc("a3", BOB, "three")), true);
       assert.equal(await store.recordIncoming(inc("a1", BOB, "one again")), false);
-      assert.deepEqual(await ids(store), ["a1", "a2", "a3"]);
+      assert.deepEqual(await unshownIds(store), ["a1", "a2", "a3"]);
       const [first] = await store.unshown();
       assert.deepEqual([first.text, first.peer, first.direction], ["one", BOB, "in"]);
 
       // Marking a later one must not hide an earlier unmarked one, now or after a restart.
       await store.markShown(["a2"]);
-      assert.deepEqual(await ids(store), ["a1", "a3"]);
+      assert.deepEqual(await unshownIds(store), ["a1", "a3"]);
     } finally {
       await store.close();
     }
     store = await HistoryStore.open(path, { key, durable: "full" });
     try {
-      assert.deepEqual(await ids(store), ["a1", "a3"]);
+      assert.deepEqual(await unshownIds(store), ["a1", "a3"]);
       await store.markShown(["a1", "a3", "o1", "never-stored"]);
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
       assert.equal(await store.recordIncoming(inc("a4", BOB, "four")), true);
       await assert.rejects(store.markShown([1 as unknown as string]), RangeError);
     } finally {
@@ -522,14 +526,14 @@ Deno.test("incoming messages stay unshown until marked, across restarts, oldest 
     // Not marked before the (clean) close: still unshown.
     store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
-      assert.deepEqual(await ids(store), ["a4"]);
+      assert.deepEqual(await unshownIds(store), ["a4"]);
       await store.markShown(["a4"]);
     } finally {
       await store.close();
     }
     store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
       // The mark is one row in meta, however many messages were shown.
       raw(path, (db) => {
         const row = db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get();
@@ -545,7 +549,6 @@ Deno.test("unmarkShown takes a mark back, now and across restarts, keeping the o
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
-    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
 
     let store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
@@ -553,20 +556,20 @@ Deno.test("unmarkShown takes a mark back, now and across restarts, keeping the o
       await store.recordOutgoing(out("o1", BOB, "mine"), "sent");
       // All shown in one go: the mark covers them all.
       await store.markShown(["a1", "a2", "a3", "a4"]);
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
       // The output failed for a2 and a3: taken back, below the mark; a1 and a4 stay shown.
       await store.unmarkShown(["a2", "a3", "o1", "never-stored", "a2"]);
-      assert.deepEqual(await ids(store), ["a2", "a3"]);
+      assert.deepEqual(await unshownIds(store), ["a2", "a3"]);
     } finally {
       await store.close();
     }
     store = await HistoryStore.open(path, { key, durable: "full" });
     try {
-      assert.deepEqual(await ids(store), ["a2", "a3"]);
+      assert.deepEqual(await unshownIds(store), ["a2", "a3"]);
       // Taking back one that is still unshown changes nothing; marking again works as usual.
       await store.unmarkShown(["a3"]);
       await store.markShown(["a3"]);
-      assert.deepEqual(await ids(store), ["a2"]);
+      assert.deepEqual(await unshownIds(store), ["a2"]);
       await store.recordIncoming(inc("a5", BOB, "a5"));
       await store.markShown(["a5"]);
       await store.unmarkShown(["a5"]);
@@ -575,15 +578,15 @@ Deno.test("unmarkShown takes a mark back, now and across restarts, keeping the o
     }
     store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
-      assert.deepEqual(await ids(store), ["a2", "a5"]);
+      assert.deepEqual(await unshownIds(store), ["a2", "a5"]);
       await store.markShown(["a2", "a5"]);
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
     } finally {
       await store.close();
     }
     store = await HistoryStore.open(path, { key, durable: "normal" });
     try {
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
       await store.close();
       await assert.rejects(store.unmarkShown(["a1"]), StoreError);
     } finally {
@@ -596,7 +599,6 @@ Deno.test("a failed batch leaves nothing unshown; a failed mark still counts and
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
-    const ids = async (store: HistoryStore) => (await store.unshown()).map((m) => m.id);
     const store = await HistoryStore.open(path, { key, durable: "full" });
     try {
       // An insert of id "boom" fails, and with it the whole batch it is in.
@@ -610,14 +612,14 @@ Deno.test("a failed batch leaves nothing unshown; a failed mark still counts and
       ];
       for (const r of await Promise.allSettled(failed)) assert.equal(r.status, "rejected");
       assert.equal(store.has("x"), false);
-      assert.deepEqual(await ids(store), ["a"]);
+      assert.deepEqual(await unshownIds(store), ["a"]);
 
       // Marks cannot be written: the call fails, but a was shown and is not offered again...
       raw(path, (db) =>
         db.exec(`CREATE TRIGGER nomark BEFORE UPDATE ON meta
                  BEGIN SELECT RAISE(ABORT, 'no marks'); END`));
       await assert.rejects(store.markShown(["a"]), StoreError);
-      assert.deepEqual(await ids(store), []);
+      assert.deepEqual(await unshownIds(store), []);
       // ...and the next call, once writing works again, saves it.
       raw(path, (db) => db.exec("DROP TRIGGER nomark"));
       await store.markShown([]);
@@ -626,7 +628,7 @@ Deno.test("a failed batch leaves nothing unshown; a failed mark still counts and
     }
     const again = await HistoryStore.open(path, { key, durable: "full" });
     try {
-      assert.deepEqual(await ids(again), []);
+      assert.deepEqual(await unshownIds(again), []);
     } finally {
       await again.close();
     }
