@@ -62,6 +62,8 @@ export class FramedConn {
   #ready: Uint8Array[] = [];
   #pending: PendingWrite[] = [];
   #flushing = false;
+  /** A flush is set for the end of this turn of the event loop and has not started. */
+  #scheduled = false;
   #closed = false;
   #bytesIn = 0;
 
@@ -174,15 +176,30 @@ export class FramedConn {
     this.#queuedBytes += payload.length;
     return new Promise((resolve, reject) => {
       this.#pending.push({ payload, resolve, reject });
-      if (!this.#flushing) {
-        this.#flushing = true;
-        // Deno starts a socket write when it is called, so #flush() sends before returning here.
-        if (opts.now) this.#flush();
-        // Otherwise wait for the end of this turn of the event loop (a few µs), so that the
-        // frames of a burst (a batch of messages, their acks) share one system call.
-        else setImmediate(() => this.#flush());
+      // A write under way takes this frame with the next system call.
+      if (this.#flushing) return;
+      if (opts.now) {
+        // Also when frames before it wait for the end of the turn: they leave with it, now.
+        // Deno starts a socket write when it is called, so this sends before returning here.
+        this.#scheduled = false;
+        this.#startFlush();
+      } else if (!this.#scheduled) {
+        // Wait for the end of this turn of the event loop (a few µs), so that the frames of a
+        // burst (a batch of messages, their acks) share one system call.
+        this.#scheduled = true;
+        setImmediate(() => {
+          if (!this.#scheduled) return; // a `now` frame took them already
+          this.#scheduled = false;
+          this.#startFlush();
+        });
       }
     });
+  }
+
+  #startFlush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    this.#flush();
   }
 
   async #flush(): Promise<void> {
@@ -230,7 +247,8 @@ export class FramedConn {
     } catch (e) {
       if (!(e instanceof Deno.errors.BadResource)) throw e;
     }
-    if (!this.#flushing) this.#failPending();
+    // A flush under way or set for the end of the turn fails what is left when it runs.
+    if (!this.#flushing && !this.#scheduled) this.#failPending();
   }
 }
 
