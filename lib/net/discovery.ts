@@ -233,7 +233,7 @@ export class Discovery {
 
   #seq = 0;
   #lastTimestamp = 0;
-  #reply?: { bytes: Uint8Array; at: number };
+  #reply?: { bytes: Promise<Uint8Array>; at: number };
 
   #peers = new Map<string, PeerState>();
   #floodBuckets = new Map<string, TokenBucket>();
@@ -482,11 +482,18 @@ export class Discovery {
     }
     state.lastReplyAt = now;
     state.lastReplyPort = state.replyPort;
+    // The promise is kept, not its result: hellos checked at the same time share one signature.
     if (this.#reply === undefined || now - this.#reply.at >= REPLY_REUSE_MS) {
-      this.#reply = { bytes: await this.#encode("reply"), at: now };
+      const bytes = this.#encode("reply");
+      this.#reply = { bytes, at: now };
+      // A failed signature is not reused: the next hello tries again.
+      bytes.catch(() => {
+        if (this.#reply?.bytes === bytes) this.#reply = undefined;
+      });
     }
+    const bytes = await this.#reply.bytes;
     this.#stats.replies++;
-    await this.#send(this.#reply.bytes, state.replyHost, state.replyPort);
+    await this.#send(bytes, state.replyHost, state.replyPort);
   }
 
   // ---- receiving ----

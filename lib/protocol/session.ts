@@ -121,8 +121,10 @@ export class Session {
   #backlog: { batch: MessageBatch; sent: PromiseWithResolvers<void> }[] = [];
   /** Plaintext bytes of MSG frames handed to the connection and not yet written out. */
   #inFlight = 0;
-  /** When a MSG write last finished, or the first one went out after none were in flight. */
-  #lastWritten = Date.now();
+  /** Messages sent in this session and not yet acknowledged (never below 0). */
+  #unacked = 0;
+  /** When the last ACK came, or the first message went out with none waiting for one. */
+  #ackWaitSince = Date.now();
   #handlers: SessionHandlers | null = null;
   #closed = false;
   #lastSent = Date.now();
@@ -337,11 +339,11 @@ export class Session {
     while (this.#backlog.length > 0 && this.#inFlight < MSG_HIGH_WATER && !this.#closed) {
       const { batch, sent } = this.#backlog.shift()!;
       const plain = batch.encode(this.#sendSeq + 1, Date.now());
-      if (this.#inFlight === 0) this.#lastWritten = Date.now();
+      if (this.#unacked === 0) this.#ackWaitSince = Date.now();
+      this.#unacked += batch.length;
       this.#inFlight += plain.length;
       this.#seal(plain, { now: true }).then(
         () => {
-          this.#lastWritten = Date.now();
           this.#inFlight -= plain.length;
           sent.resolve();
           this.#pump();
@@ -391,6 +393,8 @@ export class Session {
               for (const m of frame.messages) messages.push(m);
               break;
             case FrameType.ACK:
+              this.#unacked = Math.max(0, this.#unacked - frame.ids.length);
+              this.#ackWaitSince = Date.now();
               this.#handlers!.onAck(frame.ids);
               break;
             case FrameType.PING:
@@ -459,12 +463,14 @@ export class Session {
       this.#finish("idle", `nothing heard for ${Math.round((now - this.#lastReceived) / 1000)} s`);
       return;
     }
-    // A peer that keeps talking (PINGs) but never reads would hold our messages to it forever:
-    // pacing keeps them from ever reaching the connection's limit for peers that do not read.
-    if (this.#inFlight > 0 && now - this.#lastWritten > this.#idleTimeoutMs) {
+    // A peer that keeps talking (PINGs) but stops reading or storing would hold our messages
+    // forever: pacing keeps them from ever reaching the connection's limit for peers that do not
+    // read, and a few may sit in the socket buffers. A peer that reads, however slowly, acks.
+    if (this.#unacked > 0 && now - this.#ackWaitSince > this.#idleTimeoutMs) {
       this.#finish(
         "stalled",
-        `the peer has not read for ${Math.round((now - this.#lastWritten) / 1000)} s`,
+        `${this.#unacked} message(s) not acknowledged for ` +
+          `${Math.round((now - this.#ackWaitSince) / 1000)} s`,
       );
       return;
     }

@@ -283,7 +283,8 @@ export class PeerBook {
   #schedule(): void {
     if (this.#closed || this.#writing !== undefined) return;
     const delay = this.#urgent ? this.#saveDelayMs : this.#lastSeenSaveDelayMs;
-    const due = Date.now() + delay;
+    // The monotonic clock: a step of the wall clock must not keep a real change waiting 30 s.
+    const due = performance.now() + delay;
     if (this.#timer !== undefined && this.#timerDue <= due) return;
     this.#disarm();
     this.#timerDue = due;

@@ -40,7 +40,12 @@ function attach(session: Session): Side {
  * Alice dials Bob (through a frame proxy when `hook` is given); returns both running sides. Bob's
  * side is started by `attachBob` (default: reads, stores at once and acknowledges).
  */
-async function pair(hook?: FrameHook, opts: SessionOptions = {}, attachBob = attach) {
+async function pair(
+  hook?: FrameHook,
+  opts: SessionOptions = {},
+  attachBob = attach,
+  bobOpts: SessionOptions = opts,
+) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const proxy = hook ? startProxy({ hostname: "127.0.0.1", port }, hook) : null;
@@ -56,7 +61,7 @@ async function pair(hook?: FrameHook, opts: SessionOptions = {}, attachBob = att
   ]);
   const [si, sr] = await Promise.all([
     Session.establish(client, hi, opts),
-    Session.establish(server, hr, opts),
+    Session.establish(server, hr, bobOpts),
   ]);
   const a = attach(si);
   const b = attachBob(sr);
@@ -273,16 +278,16 @@ Deno.test("session: a peer that goes silent is closed as idle; pings keep a quie
   }
 });
 
-Deno.test("session: a peer that keeps pinging but never reads is closed as stalled", async () => {
-  const never = Promise.withResolvers<void>();
-  // Bob's store never finishes, so his session never reads again; his pings go on.
-  const stuck = (session: Session): Side => {
+/** Starts Bob's side with a store of its own: `store` resolves when his messages are durable. */
+function attachStoring(store: (ms: IncomingMessage[]) => Promise<void>) {
+  return (session: Session): Side => {
     const side = { session, messages: [], acks: [] } as unknown as Side;
     side.closed = new Promise((resolve) => {
       session.start({
-        onMessages: (ms) => {
+        onMessages: async (ms) => {
           side.messages.push(...ms);
-          return never.promise;
+          await store(ms);
+          await session.sendAck(ms.map((m) => m.id)).catch(() => {});
         },
         onAck: () => {},
         onClose: (reason, detail) => resolve({ reason, detail }),
@@ -290,20 +295,46 @@ Deno.test("session: a peer that keeps pinging but never reads is closed as stall
     });
     return side;
   };
-  const { a, cleanup } = await pair(undefined, { keepaliveMs: 50, idleTimeoutMs: 600 }, stuck);
+}
+
+Deno.test("session: a peer that keeps pinging but never stores what it gets is closed as stalled", async () => {
+  // Bob's store never finishes: he never acknowledges, never reads again, and his pings go on
+  // (his own idle timeout is long, so he is not the one who closes).
+  const never = Promise.withResolvers<void>();
+  const { a, b, cleanup } = await pair(
+    undefined,
+    { keepaliveMs: 50, idleTimeoutMs: 1_500 },
+    attachStoring(() => never.promise),
+    { keepaliveMs: 50, idleTimeoutMs: 60_000 },
+  );
   try {
-    // Far more than the socket buffers hold: Alice's writes stop making progress.
-    const text = "s".repeat(60_000);
-    const written: Promise<void>[] = [];
-    for (let i = 0; i < 1_000; i++) {
-      written.push(a.session.sendMessage(newMessageId(), text, i).catch(() => {}));
-    }
+    // Three short messages: they fit in the socket buffers, so no write ever blocks.
+    for (let i = 0; i < 3; i++) await a.session.sendMessage(newMessageId(), `m${i}`, i);
     const closed = await within(a.closed, 20_000, "Alice to give up on Bob");
     assert.equal(closed.reason, "stalled");
-    assert.match(closed.detail, /has not read/);
-    await Promise.all(written);
+    assert.match(closed.detail, /3 message\(s\) not acknowledged/);
+    assert.ok(b.messages.length >= 1, "Bob got them, and sat on them");
   } finally {
     never.resolve();
+    await cleanup();
+  }
+});
+
+Deno.test("session: a peer that reads and acknowledges slowly is not closed as stalled", async () => {
+  // Bob takes 150 ms to store each batch; Alice's idle timeout is 1 s, far less than the whole.
+  const { a, b, cleanup } = await pair(
+    undefined,
+    { keepaliveMs: 50, idleTimeoutMs: 1_000 },
+    attachStoring(() => new Promise((r) => setTimeout(r, 150))),
+  );
+  try {
+    const text = "s".repeat(60_000); // one message per MSG frame
+    const count = 25;
+    for (let i = 0; i < count; i++) a.session.sendMessage(newMessageId(), text, i);
+    await until(() => a.acks.length === count, `${count} acks`, 20_000);
+    assert.ok(!a.session.closed && !b.session.closed, "both still open");
+    assert.equal(b.messages.length, count);
+  } finally {
     await cleanup();
   }
 });
