@@ -116,15 +116,22 @@ interface OutMessage {
   /** The session this message was last written to (null: not on the current one). */
   sentOn: Session | null;
   /**
-   * In the database. A message goes into the in-memory outbox when send() is called (so the
-   * outbox keeps the order of the calls) but is written to the peer only once stored: a crash
-   * must never leave the peer with a message that our own history lacks.
+   * In the database (committed). A message goes into the in-memory outbox when send() is called
+   * (so the outbox keeps the order of the calls) but is written to the peer only once committed:
+   * a kill must never leave the peer with a message that our own history lacks. (A power cut in
+   * the fsync that follows can: docs/STORAGE.md, "Durability".)
    */
   stored: boolean;
   /** `sent` has been reported for it (or was, before a restart). */
   shown: boolean;
   /** The last write to a session: true once written, false if it failed. */
   written: Promise<boolean> | null;
+  /**
+   * What waits for the record to be durable (null once it is): `sent`, `queued` and `delivered`
+   * are reported only then. The message itself may leave as soon as its record has committed
+   * (see send()).
+   */
+  waiting: (() => void)[] | null;
 }
 
 interface PendingKey {
@@ -239,6 +246,7 @@ export class ChatNode {
           stored: true,
           shown: m.state === "sent",
           written: null,
+          waiting: null,
         });
       }
     }
@@ -335,13 +343,30 @@ export class ChatNode {
       stored: false,
       shown: false,
       written: null,
+      waiting: [],
     };
     const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
-    // Into the outbox at once, so that it keeps the order of the calls; out only once durable.
+    // Into the outbox at once, so that it keeps the order of the calls; out once committed (a
+    // kill cannot leave the peer with a message our history lacks), while the fsync that makes
+    // it durable runs; reported once durable.
     const box = this.#box(fp);
     box.set(msg.id, msg);
+    const committed = Promise.withResolvers<void>();
+    const durable = this.#opts.history.recordOutgoing(row, msg.state, {
+      committed: committed.resolve,
+    });
+    durable.then(() => {
+      const waiting = msg.waiting ?? [];
+      msg.waiting = null;
+      for (const f of waiting) f();
+    }, (e) => {
+      committed.reject(e);
+      // Committed but not durable (the fsync failed): the store refuses every write from now on;
+      // nothing is reported for this message.
+      if (msg.stored) this.#log.error(`message ${msg.id} may not be on disk: ${describe(e)}`);
+    });
     try {
-      await this.#opts.history.recordOutgoing(row, msg.state);
+      await committed.promise;
     } catch (e) {
       box.delete(msg.id);
       throw e;
@@ -363,6 +388,7 @@ export class ChatNode {
       // #flush reports `sent` when the write is done.
       if (msg.written !== null && await msg.written) return msg.id;
     }
+    await durable;
     this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
     if (!held) this.#scheduleRetry(fp);
     return msg.id;
@@ -825,6 +851,12 @@ export class ChatNode {
     this.#flushed.set(fp, session);
   }
 
+  /** Runs `report` once the record of `m` is durable: at once if it is. */
+  #whenDurable(m: OutMessage, report: () => void): void {
+    if (m.waiting === null) report();
+    else m.waiting.push(report);
+  }
+
   #write(fp: string, session: Session, m: OutMessage): void {
     m.sentOn = session;
     m.written = session.sendMessage(m.id, m.text, m.sentAt).then(
@@ -836,10 +868,11 @@ export class ChatNode {
           m.state = "sent";
           this.#track(this.#opts.history.setState(m.id, "sent"));
         }
-        if (!m.shown) {
+        this.#whenDurable(m, () => {
+          if (m.shown) return;
           m.shown = true;
           this.#emit({ type: "sent", id: m.id, to: session.peerName, fingerprint: fp });
-        }
+        });
         return true;
       },
       () => {
@@ -897,13 +930,16 @@ export class ChatNode {
     // is durable loses nothing: the peer has the message, and after a crash the outbox sends it
     // again, the peer acknowledges the duplicate, and the state is written then.
     for (const m of delivered) {
-      // The peer can acknowledge the first messages of a long write before the write is done:
-      // `sent` still comes first.
-      if (!m.shown) {
-        m.shown = true;
-        this.#emit({ type: "sent", id: m.id, to: session.peerName, fingerprint: fp });
-      }
-      this.#emit({ type: "delivered", id: m.id, to: session.peerName, fingerprint: fp });
+      // The peer can acknowledge a message before our own record of it is durable (it left once
+      // committed), and the first messages of a long write before the write is done: the events
+      // wait for the record, and `sent` still comes first.
+      this.#whenDurable(m, () => {
+        if (!m.shown) {
+          m.shown = true;
+          this.#emit({ type: "sent", id: m.id, to: session.peerName, fingerprint: fp });
+        }
+        this.#emit({ type: "delivered", id: m.id, to: session.peerName, fingerprint: fp });
+      });
     }
     // One store write for the whole ACK (an ACK under load carries hundreds of ids), deferred to
     // share the next commit: losing it in a crash costs a resend the peer acknowledges again.
@@ -986,6 +1022,7 @@ export class ChatNode {
         stored: false,
         shown: false,
         written: null,
+        waiting: null,
       };
       await this.#opts.history.recordOutgoing(
         { id: moved.id, peer: to, peerName: name, text: moved.text, sentAt: moved.sentAt },

@@ -4,13 +4,15 @@
  *
  * Writes are group-committed: every write requested in one turn of the event loop joins one
  * transaction, and each promise resolves only after the transaction holding its write has
- * committed. The format, the migrations and the
+ * committed and, at `full` durability, the WAL has been fsynced (on Deno's blocking thread pool,
+ * not the event loop's thread). The format, the migrations and the
  * durability argument are in `docs/STORAGE.md`.
  *
  * @module
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
 import { setImmediate } from "node:timers";
 import { FernetSync, InvalidTokenError } from "../crypto/fernet_sync.ts";
 
@@ -57,7 +59,8 @@ export interface HistoryStoreOptions {
   /** The history key: a Fernet key (url-safe base64 of 32 bytes). */
   key: string;
   /**
-   * `full` (default): every commit is fsynced, so it survives power loss. `normal`: a commit
+   * `full` (default): every write is fsynced before it resolves (off the event loop's thread),
+   * so it survives power loss. `normal`: a commit
    * survives a crash or kill of the process but the last commits may be lost on power loss.
    */
   durable?: "full" | "normal";
@@ -131,6 +134,7 @@ type Op =
     /** The text as a Fernet token under the history key. */
     body: string;
     done: PromiseWithResolvers<void>;
+    committed?: () => void;
   }
   | {
     kind: "in";
@@ -200,6 +204,8 @@ export class HistoryStore {
   /** The largest seq stored. */
   #lastSeq = 0;
   #durable: "full" | "normal";
+  /** Off-thread fsyncs of the WAL, in `full` durability (null in `normal`). */
+  #walSync: WalSync | null;
   #closing: Promise<void> | null = null;
   /** Why the store stopped working on its own, if it did. */
   #failure: StoreError | null = null;
@@ -227,6 +233,7 @@ export class HistoryStore {
     this.#fernet = fernet;
     this.#path = opts.path;
     this.#durable = opts.durable;
+    this.#walSync = opts.durable === "full" ? new WalSync(opts.path) : null;
     const cols = "id, peer, peer_name, direction, body, sent_at, received_at, state";
     this.#insert = db.prepare(
       `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
@@ -352,6 +359,9 @@ export class HistoryStore {
       if (version >= 2) checkKey(db, fernet, path);
       migrate(db, fernet, { path, version });
       if (version < 2) checkKey(db, fernet, path);
+      // From here on SQLite never fsyncs in a commit: in `full` durability the store fsyncs the
+      // WAL itself, off the event loop's thread, before it resolves a write (see WalSync).
+      db.exec("PRAGMA synchronous = NORMAL");
       return new HistoryStore(db, fernet, { path, durable: opts.durable ?? "full" });
     } catch (e) {
       db.close();
@@ -365,13 +375,24 @@ export class HistoryStore {
    * Stores an outgoing message; resolves once it is durable (group commit). A duplicate id is a
    * no-op.
    *
+   * `committed` is called as soon as the transaction holding the write has committed, before
+   * the fsync that makes it durable (in `full` durability; at the same time in `normal`): the
+   * row then survives a kill of this process, not yet a power cut, and the caller can send the
+   * message on while the disk works. It is not called when the write fails.
+   *
    * @throws {StoreError} when the store is closed or the write fails.
    * @throws {RangeError} when `state` is not `queued` or `sent`, or a field has the wrong type
    * (ids and texts are strings, id and peer not empty, times integer ms).
+   * @example
+   * ```ts
+   * const durable = store.recordOutgoing(row, "sent", { committed: () => write(row) });
+   * await durable; // now say `sent`
+   * ```
    */
   recordOutgoing(
     msg: { id: string; peer: string; peerName: string; text: string; sentAt: number },
     state: "queued" | "sent",
+    opts: { committed?: () => void } = {},
   ): Promise<void> {
     if (state !== "queued" && state !== "sent") {
       return Promise.reject(
@@ -382,7 +403,18 @@ export class HistoryStore {
     if ("error" in sealed) return Promise.reject(sealed.error);
     const done = Promise.withResolvers<void>();
     const { id, peer, peerName, sentAt } = msg;
-    this.#enqueue({ kind: "out", id, peer, peerName, sentAt, state, body: sealed.body, done });
+    const { committed } = opts;
+    this.#enqueue({
+      kind: "out",
+      id,
+      peer,
+      peerName,
+      sentAt,
+      state,
+      body: sealed.body,
+      done,
+      committed,
+    });
     return done.promise;
   }
 
@@ -478,7 +510,8 @@ export class HistoryStore {
    * The write is made at once, in its own transaction (not in the next group commit): the gap
    * between showing a message and recording it, in which a crash shows it again at the next
    * start, is then a few microseconds. It is committed without an fsync of its own (safe
-   * against a crash of the process the moment it returns; the next commit fsyncs it), so its
+   * against a crash of the process the moment it returns; the next durable write's fsync covers
+   * it), so its
    * loss in a power cut only shows a message again. Unknown ids, outgoing ones and ids shown
    * already are ignored. If the write fails, the ids still count as shown in this process and
    * the next call writes them.
@@ -580,9 +613,7 @@ export class HistoryStore {
     for (const seq of this.#shownAbove) if (seq <= through) this.#shownAbove.delete(seq);
     const above = JSON.stringify([...this.#shownAbove]);
     if (through === this.#shownThrough && above === this.#savedAbove) return;
-    const light = this.#durable === "full";
     try {
-      if (light) this.#db.exec("PRAGMA synchronous = NORMAL");
       inTransaction(this.#db, () => {
         this.#saveShown.run(String(through), "shown_through");
         this.#saveShown.run(above, "shown_above");
@@ -593,8 +624,6 @@ export class HistoryStore {
       throw new StoreError(`cannot record shown messages in ${this.#path}: ${message(e)}`, {
         cause: e,
       });
-    } finally {
-      if (light) this.#restoreSynchronous();
     }
   }
 
@@ -699,6 +728,7 @@ export class HistoryStore {
     this.#closed = true;
     if (this.#deferred.length > 0) this.#schedule();
     await this.#runner;
+    await this.#walSync?.close();
     this.#db.close();
     this.#fernet.close();
   }
@@ -765,7 +795,7 @@ export class HistoryStore {
       this.#deferTimer = undefined;
     }
     // At the end of this turn of the event loop: everything requested in it joins the batch, and
-    // output already asked for (socket writes, stdout lines) leaves before the fsync, not after.
+    // output already asked for (socket writes, stdout lines) leaves before the commit, not after.
     this.#runner ??= new Promise<void>((resolve) =>
       setImmediate(() => {
         this.#run();
@@ -847,23 +877,29 @@ export class HistoryStore {
       for (const op of ops) op.done.reject(error);
       return;
     }
-    ops.forEach((op, i) => {
-      if (op.kind === "in") op.done.resolve(results[i] as boolean);
-      else op.done.resolve();
+    for (const op of ops) if (op.kind === "out") op.committed?.();
+    const resolve = () =>
+      ops.forEach((op, i) => {
+        if (op.kind === "in") op.done.resolve(results[i] as boolean);
+        else op.done.resolve();
+      });
+    if (this.#walSync === null) return resolve();
+    this.#walSync.after(resolve, (e) => {
+      const error = this.#fail(
+        new StoreError(`cannot fsync ${this.#path}-wal: ${message(e)}`, { cause: e }),
+      );
+      for (const op of ops) op.done.reject(error);
     });
   }
 
-  #restoreSynchronous(): void {
-    try {
-      this.#db.exec("PRAGMA synchronous = FULL");
-    } catch (e) {
-      // Going on would silently weaken every later commit: refuse further work instead.
-      this.#closed = true;
-      this.#failure = new StoreError(
-        `cannot restore synchronous = FULL on ${this.#path}: ${message(e)}`,
-        { cause: e },
-      );
-    }
+  /**
+   * Stops the store for good after an fsync failed: the kernel may have dropped the pages it
+   * could not write, so a later fsync that succeeds proves nothing about them.
+   */
+  #fail(error: StoreError): StoreError {
+    this.#failure ??= error;
+    this.#closed = true;
+    return this.#failure;
   }
 
   #decode(rows: Row[]): StoredMessage[] {
@@ -936,6 +972,74 @@ function createPrivateFile(path: string): void {
 function pragmaNumber(db: DatabaseSync, name: "user_version" | "application_id"): number {
   const row = db.prepare(`PRAGMA ${name}`).get() as Record<string, number> | undefined;
   return row?.[name] ?? 0;
+}
+
+/**
+ * fsyncs a WAL file on Deno's blocking thread pool, so that the event loop goes on (reading
+ * frames, encrypting, committing the next batch) while the disk works. SQLite runs with
+ * `synchronous = NORMAL`, which is `FULL` without the WAL fsync after each commit; this adds that
+ * fsync back. Commits made while an fsync runs wait for the next one, which covers them all: one
+ * fsync at a time, as many commits per fsync as arrive meanwhile.
+ */
+class WalSync {
+  #path: string;
+  #file: Deno.FsFile | null = null;
+  #running: Promise<void> | null = null;
+  /** Why an fsync failed: every later one fails too (see HistoryStore#fail). */
+  #failure: { error: unknown } | null = null;
+  /** Callbacks of commits made since the running fsync started. */
+  #waiting: { ok: () => void; failed: (e: unknown) => void }[] = [];
+
+  constructor(dbPath: string) {
+    this.#path = dbPath;
+  }
+
+  /** Calls `ok` once everything committed so far is on disk, or `failed` if it cannot be. */
+  after(ok: () => void, failed: (e: unknown) => void): void {
+    if (this.#failure !== null) return failed(this.#failure.error);
+    this.#waiting.push({ ok, failed });
+    this.#running ??= this.#drain();
+  }
+
+  /** Waits for the fsyncs asked for, then closes the file. */
+  async close(): Promise<void> {
+    await this.#running;
+    this.#file?.close();
+    this.#file = null;
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#waiting.length > 0) {
+      const batch = this.#waiting.splice(0);
+      try {
+        await this.#sync();
+      } catch (e) {
+        this.#failure = { error: e };
+        for (const w of batch.concat(this.#waiting.splice(0))) w.failed(e);
+        break;
+      }
+      for (const w of batch) w.ok();
+    }
+    this.#running = null;
+  }
+
+  async #sync(): Promise<void> {
+    if (this.#file === null) {
+      // The WAL file exists once the connection has read the database. It was created by this
+      // connection (SQLite removes it when the last one closes), so its directory entry is made
+      // durable too, once, or a power cut could drop the whole file with the commits in it.
+      const file = await Deno.open(`${this.#path}-wal`, { read: true });
+      try {
+        using dir = await Deno.open(dirname(this.#path), { read: true });
+        await dir.sync();
+      } catch (e) {
+        file.close();
+        throw e;
+      }
+      this.#file = file;
+    }
+    await this.#file.syncData();
+  }
 }
 
 function inTransaction(db: DatabaseSync, work: () => void): void {

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { RUN_FLAGS } from "../../lib/cli/permissions.ts";
 import { type Event, PeerProcess, runMain } from "../_helpers/peer_process.ts";
+import { hasCommand } from "../_helpers/tools.ts";
 
 /** Long enough for the sender's reconnection backoff (1 s, 2 s, 4 s, 8 s...) to reach a peer. */
 const RECONNECT_MS = 25_000;
@@ -180,6 +181,64 @@ Deno.test("delivery: under a burst of large messages on a live session, each id 
     await alice.cleanup();
     await bob.cleanup();
   }
+});
+
+// strace comes from Debian's strace package (CI installs it).
+const HAS_STRACE = hasCommand("strace", ["-V"]);
+if (!HAS_STRACE) console.warn("delivery_test: fsync trace test skipped: strace is not installed");
+
+Deno.test({
+  name: "delivery: at full durability, sent and delivered are written only after the WAL fsync",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    const log = await Deno.makeTempFile({ prefix: "p2pchat_strace_" });
+    const bob = await PeerProcess.start("Bob");
+    // strace stays the parent of deno, so this Alice is stopped with /quit, never a signal.
+    const alice = await PeerProcess.start("Alice", {
+      wrap: ["strace", "-f", "-y", "-qq", "-s", "256", "-o", log]
+        .concat(["-e", "trace=pwrite64,write,fdatasync,fsync"]),
+    });
+    try {
+      await connect(alice, bob);
+      const ids = [];
+      for (let i = 0; i < 5; i++) {
+        const e = await send(alice, "Bob", `traced ${i}`);
+        assert.equal(e.type, "sent");
+        await delivered(alice, [e.id]);
+        ids.push(e.id);
+      }
+      assert.equal(await alice.quit(), 0);
+      // Replay the trace in order of completion: at each `sent` or `delivered` line on stdout,
+      // every write to the WAL made so far must have been fsynced.
+      const unfinished = new Map<string, string>();
+      let walWritten = false;
+      const reported: string[] = [];
+      for (const line of (await Deno.readTextFile(log)).split("\n")) {
+        const tid = line.split(/\s+/, 1)[0];
+        let call = line;
+        if (line.includes("<unfinished ...>")) {
+          unfinished.set(tid, line);
+          continue;
+        }
+        if (line.includes(" resumed>")) call = unfinished.get(tid) ?? line;
+        const wal = call.includes("chat_history.db-wal>");
+        if (/ pwrite64\(/.test(call) && wal) walWritten = true;
+        if (/ (fdatasync|fsync)\(/.test(call) && wal) walWritten = false;
+        if (!/ write\(1</.test(call)) continue;
+        // One write can carry several event lines.
+        for (const [, type] of call.matchAll(/\\"type\\":\\"(sent|delivered)\\"/g)) {
+          assert.equal(walWritten, false, `${type} written before the WAL was fsynced`);
+          reported.push(type);
+        }
+      }
+      assert.deepEqual(reported, ids.flatMap(() => ["sent", "delivered"]));
+      assert.equal(await bob.quit(), 0);
+    } finally {
+      await alice.cleanup();
+      await bob.cleanup();
+      await Deno.remove(log);
+    }
+  },
 });
 
 Deno.test("delivery: the outbox survives a restart of the sender", async () => {

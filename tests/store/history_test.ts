@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Fernet, generateKey } from "../../lib/crypto/fernet.ts";
 import { HistoryStore, SCHEMA_VERSION, StoreError } from "../../lib/store/mod.ts";
 import { DEFER_MS } from "../../lib/store/history.ts";
+import { hasCommand } from "../_helpers/tools.ts";
 
 const ALICE = "a1".repeat(32);
 const BOB = "b0".repeat(32);
@@ -1060,6 +1061,129 @@ Deno.test("a corrupt page found after opening makes reads and writes fail with S
       await assert.rejects(broken.setStates(early, "failed"), StoreError);
     } finally {
       await broken.close();
+    }
+  });
+});
+
+// strace comes from Debian's strace package (CI installs it).
+const HAS_STRACE = hasCommand("strace", ["-V"]);
+if (!HAS_STRACE) console.warn("history_test: fsync trace tests skipped: strace is not installed");
+
+/** One traced syscall, in the order the trace shows them finishing. */
+interface Traced {
+  tid: number;
+  call: string;
+  /** The first argument as strace -y shows it, e.g. `25</tmp/x/chat_history.db-wal>`. */
+  fd: string;
+  /** For a write to stdout: the line written (without its newline). */
+  line?: string;
+}
+
+/**
+ * Runs tests/store/fsync_child.ts under `strace -f -y` and returns its fsync, fdatasync and
+ * stdout writes in order of completion (a call strace shows as unfinished counts where it resumes).
+ */
+async function traceChild(dir: string, durable: "full" | "normal"): Promise<Traced[]> {
+  const log = join(dir, "strace.log");
+  const child = new URL("./fsync_child.ts", import.meta.url).pathname;
+  const result = await new Deno.Command("strace", {
+    args: ["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,write", "-o", log, Deno.execPath()]
+      .concat(["run", "--allow-all", child, join(dir, "chat_history.db"), durable]),
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(result.success, new TextDecoder().decode(result.stderr));
+  const pending = new Map<number, Traced>();
+  const calls: Traced[] = [];
+  for (const text of (await Deno.readTextFile(log)).split("\n")) {
+    const started = text.match(/^(\d+)\s+(\w+)\((\d+<[^>]*>)(?:, "([^"]*)\\n")?/);
+    const resumed = text.match(/^(\d+)\s+<\.\.\. \w+ resumed>/);
+    if (started) {
+      const call: Traced = { tid: Number(started[1]), call: started[2], fd: started[3] };
+      if (started[4] !== undefined && call.fd.startsWith("1<")) call.line = started[4];
+      if (text.includes("<unfinished ...>")) pending.set(call.tid, call);
+      else calls.push(call);
+    } else if (resumed) {
+      const call = pending.get(Number(resumed[1]));
+      pending.delete(Number(resumed[1]));
+      if (call) calls.push(call);
+    }
+  }
+  return calls;
+}
+
+/** Index of the stdout line `line` in a trace. */
+function lineAt(calls: Traced[], line: string): number {
+  const i = calls.findIndex((c) => c.line === line);
+  assert.ok(i >= 0, `"${line}" not in the trace`);
+  return i;
+}
+
+Deno.test({
+  name: "full durability: a write resolves after an fdatasync of the WAL made off the event loop",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    await withDir(async (dir) => {
+      const calls = await traceChild(dir, "full");
+      const main = calls[lineAt(calls, "OPEN")].tid;
+      const wal = (c: Traced) => c.fd.endsWith("chat_history.db-wal>");
+      for (const round of [1, 2]) {
+        const between = calls.slice(
+          lineAt(calls, `COMMITTED ${round}`),
+          lineAt(calls, `DURABLE ${round}`),
+        );
+        assert.ok(
+          between.some((c) => c.call === "fdatasync" && wal(c) && c.tid !== main),
+          `round ${round}: no fdatasync of the WAL on another thread between commit and resolve`,
+        );
+      }
+      // The WAL's directory entry is made durable once, before the first write resolves.
+      const dirSyncs = calls.slice(lineAt(calls, "OPEN"), lineAt(calls, "DURABLE 1"))
+        .filter((c) => c.call === "fsync" && c.fd.endsWith(`${dir}>`));
+      assert.equal(dirSyncs.length, 1);
+      // Nothing blocks the event loop's thread on the disk between opening and closing.
+      const inUse = calls.slice(lineAt(calls, "OPEN"), lineAt(calls, "DURABLE 2"));
+      assert.deepEqual(inUse.filter((c) => c.call !== "write" && c.tid === main), []);
+    });
+  },
+});
+
+Deno.test({
+  name: "normal durability: no fsync between a commit and its promise",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    await withDir(async (dir) => {
+      const calls = await traceChild(dir, "normal");
+      const inUse = calls.slice(lineAt(calls, "OPEN"), lineAt(calls, "DURABLE 2"));
+      assert.deepEqual(
+        inUse.filter((c) => c.call !== "write" && c.fd.includes("chat_history")),
+        [],
+      );
+      assert.ok(lineAt(calls, "COMMITTED 1") < lineAt(calls, "DURABLE 1"));
+    });
+  },
+});
+
+Deno.test("recordOutgoing calls committed before it resolves, and not when the write fails", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), { key: generateKey() });
+    try {
+      const order: string[] = [];
+      const done = store.recordOutgoing(out("c1", BOB, "hi"), "sent", {
+        committed: () => order.push("committed"),
+      }).then(() => order.push("durable"));
+      assert.deepEqual(order, []);
+      await done;
+      assert.deepEqual(order, ["committed", "durable"]);
+      // An invalid message never reaches a commit.
+      let called = false;
+      await assert.rejects(
+        store.recordOutgoing(out("", BOB, "hi"), "sent", { committed: () => called = true }),
+        RangeError,
+      );
+      assert.equal(called, false);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -1,0 +1,26 @@
+/**
+ * Child process of the fsync test in history_test.ts: stores one outgoing message in the history
+ * at `Deno.args[0]` with durability `Deno.args[1]`, and writes `COMMITTED` and `DURABLE` on stdout
+ * as the store reports each stage, so that a syscall trace shows where the fsyncs fall.
+ *
+ * @module
+ */
+
+import { generateKey } from "../../lib/crypto/fernet.ts";
+import { HistoryStore } from "../../lib/store/mod.ts";
+
+const [path, durable] = Deno.args;
+if (durable !== "full" && durable !== "normal") throw new Error("usage: PATH full|normal");
+const say = (line: string) => Deno.stdout.writeSync(new TextEncoder().encode(`${line}\n`));
+const store = await HistoryStore.open(path, { key: generateKey(), durable });
+say("OPEN");
+for (const round of [1, 2]) {
+  await store.recordOutgoing(
+    { id: `m${round}`, peer: "b0".repeat(32), peerName: "Bob", text: "hi", sentAt: Date.now() },
+    "sent",
+    { committed: () => say(`COMMITTED ${round}`) },
+  );
+  say(`DURABLE ${round}`);
+}
+await store.close();
+say("CLOSED");
