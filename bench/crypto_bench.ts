@@ -1,14 +1,17 @@
 /**
  * The crypto limit: raw Fernet encrypt+decrypt rate for 100 B and 4 KiB messages, with the
  * project's two engines: WebCrypto (`lib/crypto/fernet.ts`, one at a time and 64 in flight) and
- * `node:crypto` (`lib/crypto/fernet_sync.ts`, the one sessions and the history store use).
+ * `node:crypto` (`lib/crypto/fernet_sync.ts`, the one sessions and the history store use: AES from
+ * `node:crypto`, HMAC-SHA256 from `lib/crypto/sha256.ts`), and the two HMACs side by side.
  *
  * @module
  */
 
 import { Fernet, generateKey } from "../lib/crypto/fernet.ts";
+import { createHash } from "node:crypto";
 import { FernetSync } from "../lib/crypto/fernet_sync.ts";
-import type { FigureBook } from "./report.ts";
+import { HmacSha256 } from "../lib/crypto/sha256.ts";
+import { type FigureBook, ratio } from "./report.ts";
 import { rateOf } from "./stats.ts";
 
 /** Message sizes measured everywhere. */
@@ -77,7 +80,7 @@ export async function benchCrypto(book: FigureBook, opts: JobOptions): Promise<v
     book.add({
       id: `fernet.node.${size.tag}`,
       group: "limits",
-      label: `Fernet enc+dec ${size.label}, node:crypto (sync, the message path's engine)`,
+      label: `Fernet enc+dec ${size.label}, node:crypto AES (sync, the message path's engine)`,
       value: nodeRate.rate,
       unit: "msg/s",
       note: `${(nodeRate.rate / bestWeb).toFixed(2)}x the best WebCrypto rate; ` +
@@ -97,6 +100,7 @@ export async function benchCrypto(book: FigureBook, opts: JobOptions): Promise<v
       value: nodeRate.cpuUs,
       unit: "µs",
     });
+    await benchHmac(book, { ms, bytes: size.bytes, tag: size.tag, label: size.label });
     book.add({
       id: `fernet.limit.${size.tag}`,
       group: "limits",
@@ -107,4 +111,48 @@ export async function benchCrypto(book: FigureBook, opts: JobOptions): Promise<v
         "the best rate above, of either engine: the limit the message figures are compared with",
     });
   }
+}
+
+/**
+ * One token's HMAC-SHA256 (the bytes a `size` message's token signs), with `node:crypto` keyed
+ * hash objects (two copies and two digests per tag, the fastest way through its API) and with
+ * `lib/crypto/sha256.ts`; adds `fernet.hmac.node.SIZE` and `fernet.hmac.ts.SIZE` (µs per tag).
+ */
+async function benchHmac(
+  book: FigureBook,
+  opts: { ms: number; bytes: number; tag: string; label: string },
+): Promise<void> {
+  const key = crypto.getRandomValues(new Uint8Array(16));
+  // version + timestamp + IV + the padded ciphertext.
+  const signed = crypto.getRandomValues(new Uint8Array(25 + (opts.bytes + 16 - opts.bytes % 16)));
+  const pad = (byte: number) => {
+    const p = new Uint8Array(64).fill(byte);
+    key.forEach((k, i) => p[i] ^= k);
+    return p;
+  };
+  const inner = createHash("sha256").update(pad(0x36));
+  const outer = createHash("sha256").update(pad(0x5c));
+  using ours = new HmacSha256(key);
+  const out = new Uint8Array(32);
+  const node = await rateOf(() => {
+    for (let i = 0; i < 64; i++) outer.copy().update(inner.copy().update(signed).digest()).digest();
+  }, { ms: opts.ms, batch: 64 });
+  const ts = await rateOf(() => {
+    for (let i = 0; i < 64; i++) ours.sign(signed, out);
+  }, { ms: opts.ms, batch: 64 });
+  book.add({
+    id: `fernet.hmac.node.${opts.tag}`,
+    group: "limits",
+    label: `  HMAC of a ${opts.label} token, node:crypto keyed hash copies`,
+    value: 1e6 / node.rate,
+    unit: "µs",
+  });
+  book.add({
+    id: `fernet.hmac.ts.${opts.tag}`,
+    group: "limits",
+    label: `  HMAC of a ${opts.label} token, lib/crypto/sha256.ts (the engine's)`,
+    value: 1e6 / ts.rate,
+    unit: "µs",
+    ratio: ratio(1e6 / ts.rate, book.get(`fernet.hmac.node.${opts.tag}`)),
+  });
 }

@@ -124,8 +124,10 @@ export function splitKey(
 /**
  * Checks the `now` and `iv` options of `encrypt` and supplies their defaults.
  *
+ * @param opts the options of `encrypt`
+ * @param into where a random IV is written (default: a new array); unused when `opts.iv` is given
  * @returns whole seconds since the epoch, and the IV (random unless given)
- * @throws {RangeError} when `now` is not a non-negative number or `iv` is not 16 bytes
+ * @throws {RangeError} when `now` is not a non-negative number or `iv` (or `into`) is not 16 bytes
  *
  * @example
  * ```ts
@@ -135,14 +137,40 @@ export function splitKey(
  */
 export function encryptParams(
   opts?: { now?: number; iv?: Uint8Array },
+  into?: Uint8Array,
 ): { seconds: number; iv: Uint8Array<ArrayBuffer> } {
   const now = opts?.now ?? Date.now() / 1000;
   if (!Number.isFinite(now) || now < 0 || now > Number.MAX_SAFE_INTEGER) {
     throw new RangeError(`now must be seconds since the epoch, got ${now}`);
   }
-  const iv = (opts?.iv ?? crypto.getRandomValues(new Uint8Array(16))) as Uint8Array<ArrayBuffer>;
+  const iv = (opts?.iv ?? crypto.getRandomValues(into ?? new Uint8Array(16))) as Uint8Array<
+    ArrayBuffer
+  >;
   if (iv.length !== 16) throw new RangeError(`iv must be 16 bytes, got ${iv.length}`);
   return { seconds: Math.floor(now), iv };
+}
+
+/**
+ * Writes a token's version, timestamp and IV (the first {@linkcode HEADER_LENGTH} bytes) into
+ * `token`.
+ *
+ * @example
+ * ```ts
+ * import { HEADER_LENGTH, writeTokenHeader } from "./fernet_token.ts";
+ * const token = new Uint8Array(HEADER_LENGTH);
+ * writeTokenHeader(token, 0, new Uint8Array(16));
+ * ```
+ */
+export function writeTokenHeader(token: Uint8Array, seconds: number, iv: Uint8Array): void {
+  token[0] = VERSION;
+  const high = Math.floor(seconds / TWO_32);
+  const low = seconds >>> 0;
+  for (let i = 0; i < 4; i++) {
+    token[1 + i] = high >>> (24 - 8 * i);
+    token[5 + i] = low >>> (24 - 8 * i);
+  }
+  // A no-op copy when `iv` already is that part of `token`.
+  token.set(iv, 9);
 }
 
 /**
@@ -169,11 +197,7 @@ export function layOutToken(
   let length = 0;
   for (const part of ciphertext) length += part.length;
   const token = new Uint8Array(HEADER_LENGTH + length + HMAC_LENGTH);
-  const view = new DataView(token.buffer);
-  token[0] = VERSION;
-  view.setUint32(1, Math.floor(seconds / TWO_32));
-  view.setUint32(5, seconds >>> 0);
-  token.set(iv, 9);
+  writeTokenHeader(token, seconds, iv);
   let at = HEADER_LENGTH;
   for (const part of ciphertext) {
     token.set(part, at);

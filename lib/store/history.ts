@@ -769,7 +769,7 @@ export class HistoryStore {
    */
   #seal(id: string, text: string): string {
     try {
-      return this.#fernet.encrypt(encoder.encode(text));
+      return this.#fernet.encrypt(text);
     } catch (e) {
       throw new StoreError(`cannot encrypt message ${id}: ${message(e)}`, { cause: e });
     }
