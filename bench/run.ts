@@ -32,19 +32,27 @@ const JOBS: Record<string, (book: FigureBook, opts: JobOptions) => Promise<void>
 };
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean", default: false },
-      only: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", default: false },
-    },
-  });
+  const usage = `usage: deno task bench [--quick] [--only ${
+    Object.keys(JOBS).join(",")
+  }] [--out FILE]`;
+  let values;
+  try {
+    ({ values } = parseArgs({
+      // `deno task bench -- --quick` hands the `--` on: the same as `deno task bench --quick`.
+      args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
+      options: {
+        quick: { type: "boolean", default: false },
+        only: { type: "string" },
+        out: { type: "string" },
+        help: { type: "boolean", default: false },
+      },
+    }));
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message}\n${usage}`);
+    return 2;
+  }
   if (values.help) {
-    console.log(
-      `usage: deno task bench [--quick] [--only ${Object.keys(JOBS).join(",")}] [--out FILE]`,
-    );
+    console.log(usage);
     return 0;
   }
   const only = values.only?.split(",").map((s) => s.trim()).filter((s) => s !== "");
