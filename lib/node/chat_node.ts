@@ -441,7 +441,7 @@ export class ChatNode {
       if (old.fingerprint === fp || old.retired) continue;
       // Gone meanwhile (a heard-only record pruned while an earlier outbox moved): nothing to do.
       if (this.#opts.peers.get(old.fingerprint) === undefined) continue;
-      this.#opts.peers.upsert({ fingerprint: old.fingerprint, retired: true });
+      this.#opts.peers.upsert({ fingerprint: old.fingerprint, retired: true, retiredBy: fp });
       await this.#moveOutbox(old.fingerprint, fp, name);
     }
     this.#emit({ type: "trusted", name, fingerprint: fp });
@@ -720,6 +720,21 @@ export class ChatNode {
   }
 
   /**
+   * The key that stands for a retired record now: its `retiredBy`, followed while that one was
+   * retired too. Undefined when the chain ends at a record no longer known or has no link.
+   */
+  #successor(record: PeerRecord | undefined): string | undefined {
+    const seen = new Set<string>();
+    let at = record;
+    while (at?.retired && at.retiredBy !== undefined && !seen.has(at.fingerprint)) {
+      seen.add(at.fingerprint);
+      at = this.#opts.peers.get(at.retiredBy);
+      if (at !== undefined && !at.retired) return at.fingerprint;
+    }
+    return undefined;
+  }
+
+  /**
    * Two live sessions with one peer (both dialed at once, or a reconnect). Both ends must keep
    * the same one, whatever order they saw them in: of two young sessions, the one with the
    * smaller session id (a hash both ends share) stays. A session older than a few seconds is
@@ -981,7 +996,8 @@ export class ChatNode {
       this.#log.info(`first contact with ${name}: key ${formatFingerprint(fp)}`);
       return true;
     }
-    const old = holders[0]?.fingerprint ?? fp;
+    // A retired key back under a name nobody holds now: the key that replaced it is the pinned one.
+    const old = holders[0]?.fingerprint ?? this.#successor(known) ?? fp;
     const pending = this.#pendingKeys.get(name);
     this.#pendingKeys.set(name, { name, fingerprint: fp, spki, host, port });
     if (!pending || pending.fingerprint !== fp) {

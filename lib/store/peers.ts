@@ -44,6 +44,11 @@ export interface PeerRecord {
   /** Set when another key took this peer's name after a key change the user accepted. */
   retired?: boolean;
   /**
+   * The fingerprint of the key the user accepted in place of this one, when it was retired (absent
+   * in records retired before the field existed).
+   */
+  retiredBy?: string;
+  /**
    * Set while the peer is only known from its announcements: no session, no message, no trust
    * decision yet. Such records may be pruned ({@linkcode PeerBook.prune}); the flag is cleared at
    * first contact and never set again. Absent in files from before the flag: those count as
@@ -193,6 +198,9 @@ export class PeerBook {
     };
     const retired = rec.retired ?? existing?.retired;
     if (retired !== undefined) merged.retired = retired;
+    // Meaningful only while retired: trusting the key again clears it.
+    const retiredBy = rec.retiredBy ?? existing?.retiredBy;
+    if (retired === true && retiredBy !== undefined) merged.retiredBy = retiredBy;
     // Heard-only until the first contact, then contacted for good.
     const heardOnly = existing === undefined
       ? rec.heardOnly === true
@@ -339,7 +347,8 @@ export class PeerBook {
 function onlyLastSeenMoved(before: PeerRecord, after: PeerRecord): boolean {
   return before.name === after.name && before.spki === after.spki && before.host === after.host &&
     before.port === after.port && before.firstSeen === after.firstSeen &&
-    before.retired === after.retired && before.heardOnly === after.heardOnly;
+    before.retired === after.retired && before.retiredBy === after.retiredBy &&
+    before.heardOnly === after.heardOnly;
 }
 
 /** Writes `text` to `path` atomically: a temporary file beside it, fsync, rename, mode 0600. */
@@ -395,6 +404,7 @@ function parseBook(text: string): PeerRecord[] {
       lastSeen: raw.lastSeen as number,
     };
     if (raw.retired !== undefined) record.retired = raw.retired as boolean;
+    if (raw.retiredBy !== undefined) record.retiredBy = raw.retiredBy as string;
     if (raw.heardOnly !== undefined) record.heardOnly = raw.heardOnly as boolean;
     const problem = checkRecord(record);
     if (problem !== undefined) throw new Error(`peer ${String(raw.fingerprint)}: ${problem}`);
@@ -434,6 +444,13 @@ function checkRecord(r: PeerRecord): string | undefined {
   if (!Number.isSafeInteger(r.firstSeen) || r.firstSeen < 0) return "firstSeen is not a time";
   if (!Number.isSafeInteger(r.lastSeen) || r.lastSeen < 0) return "lastSeen is not a time";
   if (r.retired !== undefined && typeof r.retired !== "boolean") return "retired is not boolean";
+  if (
+    r.retiredBy !== undefined &&
+    (typeof r.retiredBy !== "string" || !/^[0-9a-f]{64}$/.test(r.retiredBy) ||
+      r.retiredBy === r.fingerprint || r.retired !== true)
+  ) {
+    return "retiredBy is not another fingerprint of a retired record";
+  }
   if (r.heardOnly !== undefined && typeof r.heardOnly !== "boolean") {
     return "heardOnly is not boolean";
   }

@@ -54,3 +54,46 @@ Deno.test("trust on first use: a changed key is refused until /trust, then held 
     await bob.cleanup();
   }
 });
+
+Deno.test("trust: a retired key back under a name nobody holds now names its successor as old", async () => {
+  const dirs = await Promise.all(
+    ["bob1", "bob2"].map((n) => Deno.makeTempDir({ prefix: `p2pchat-${n}-` })),
+  );
+  const alice = await PeerProcess.start("Alice");
+  const peers: PeerProcess[] = [];
+  /** Starts Bob's key `i` under `name`, has Alice connect, and quits it again. */
+  const visit = async (i: number, name: string, expect: "connected" | "key-changed") => {
+    const p = await PeerProcess.start(name, { dataDir: dirs[i] });
+    peers.push(p);
+    const seen = alice.events.length;
+    await alice.command(`/connect ${p.address}`);
+    const e = await alice.waitFor((e) =>
+      (e.type === "connected" || e.type === "key-changed") && alice.events.indexOf(e) >= seen
+    );
+    assert.equal(e.type, expect, JSON.stringify(e));
+    assert.equal(await p.quit(), 0);
+    return { event: e, fingerprint: p.fingerprint };
+  };
+  try {
+    const k1 = (await visit(0, "Bob", "connected")).fingerprint;
+    // A new key for Bob, accepted: the first one is retired in its favour.
+    const second = await visit(1, "Bob", "key-changed");
+    const k2 = second.fingerprint;
+    assert.deepEqual([second.event.old, second.event.new], [k1, k2]);
+    await alice.command(`/trust Bob ${k2}`);
+    await alice.waitFor((e) => e.type === "trusted");
+    // The accepted key now goes by another name, so no current key holds "Bob".
+    await visit(1, "Robert", "connected");
+    // The retired key comes back as Bob: refused, and the key change names k2, not k1 twice.
+    const back = await visit(0, "Bob", "key-changed");
+    assert.deepEqual([back.event.name, back.event.old, back.event.new], ["Bob", k2, k1]);
+    await alice.command("/peers");
+    const listed = await alice.next((e) => e.type === "peers");
+    assert.deepEqual(listed.peers.map((p: { name: string }) => p.name), ["Robert"]);
+  } finally {
+    await alice.quit();
+    await alice.cleanup();
+    for (const p of peers) await p.cleanup();
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+  }
+});

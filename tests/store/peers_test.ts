@@ -164,6 +164,21 @@ Deno.test("PeerBook: a corrupt or invalid file is set aside with a warning and t
     ["bad port", JSON.stringify({ version: 1, peers: [{ ...record, port: "5000" }] })],
     ["missing field", JSON.stringify({ version: 1, peers: [{ ...record, lastSeen: undefined }] })],
     ["duplicate", JSON.stringify({ version: 1, peers: [record, record] })],
+    [
+      "retiredBy, not retired",
+      JSON.stringify({ version: 1, peers: [{ ...record, retiredBy: "ab".repeat(32) }] }),
+    ],
+    [
+      "retiredBy itself",
+      JSON.stringify({
+        version: 1,
+        peers: [{ ...record, retired: true, retiredBy: good.fingerprint }],
+      }),
+    ],
+    [
+      "retiredBy not hex",
+      JSON.stringify({ version: 1, peers: [{ ...record, retired: true, retiredBy: "Bob" }] }),
+    ],
   ];
   for (const [label, content] of bad) {
     await withDir(async (dir) => {
@@ -483,5 +498,30 @@ Deno.test("PeerBook: older heard-only peers survive a flood of newer ones, onlin
     } finally {
       await book.close();
     }
+  });
+});
+
+Deno.test("PeerBook: retiredBy is kept while retired, read back, and dropped when trusted again", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/peers.json`;
+    const [old, next] = await Promise.all([fakeKey(), fakeKey()]);
+    const book = await PeerBook.open(path);
+    book.upsert({ ...old, name: "Bob" });
+    book.upsert({ ...next, name: "Bob" });
+    book.upsert({ fingerprint: old.fingerprint, retired: true, retiredBy: next.fingerprint });
+    // A later change of another field keeps the link.
+    book.upsert({ fingerprint: old.fingerprint, lastSeen: 5 });
+    await book.close();
+    const again = await PeerBook.open(path);
+    const read = again.get(old.fingerprint)!;
+    assert.equal(read.retired, true);
+    assert.equal(read.retiredBy, next.fingerprint);
+    // Trusted again: no longer retired, so no longer replaced by anyone.
+    again.upsert({ fingerprint: old.fingerprint, retired: false });
+    assert.equal(again.get(old.fingerprint)!.retiredBy, undefined);
+    await again.close();
+    const third = await PeerBook.open(path);
+    assert.equal(third.get(old.fingerprint)!.retiredBy, undefined);
+    await third.close();
   });
 });
