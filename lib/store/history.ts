@@ -85,7 +85,7 @@ export class StoreError extends Error {
 }
 
 /** The schema version this code writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** `PRAGMA application_id` of a p2pchat history database ("P2CH"). */
 const APPLICATION_ID = 0x50324348;
@@ -99,7 +99,7 @@ const DEFAULT_LIMIT = 50;
 export const DEFER_MS = 100;
 
 /** The tables of schema versions 2 and 3 (3 only adds the meta rows `shown_through`, `shown_above`). */
-const TABLES = `
+const TABLES_V2 = `
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -119,6 +119,45 @@ CREATE INDEX messages_peer_seq ON messages (peer, seq);
 CREATE INDEX messages_outbox ON messages (peer, seq)
   WHERE direction = 'out' AND state IN ('queued', 'sent');
 `;
+
+/**
+ * The peers table and the messages table of schema version 4: a message names its peer by a small
+ * integer, so the two indexes on (peer, seq) hold 1-2 byte keys instead of 64 hex digits.
+ */
+const PEERS_AND_MESSAGES_V4 = `
+CREATE TABLE peers (
+  id          INTEGER PRIMARY KEY,
+  fingerprint TEXT NOT NULL UNIQUE
+);
+CREATE TABLE messages (
+  seq         INTEGER PRIMARY KEY,
+  id          TEXT NOT NULL UNIQUE,
+  peer        INTEGER NOT NULL REFERENCES peers (id),
+  peer_name   TEXT NOT NULL,
+  direction   TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+  body        TEXT NOT NULL,
+  sent_at     INTEGER NOT NULL,
+  received_at INTEGER,
+  state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered', 'failed'))
+);
+CREATE INDEX messages_peer_seq ON messages (peer, seq);
+CREATE INDEX messages_outbox ON messages (peer, seq)
+  WHERE direction = 'out' AND state IN ('queued', 'sent');
+`;
+
+/** The tables of schema version 4 (the current one). */
+const TABLES = `
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+${PEERS_AND_MESSAGES_V4}`;
+
+/** The columns of a {@linkcode Row}, from `messages m JOIN peers p ON p.id = m.peer`. */
+const ROW_COLUMNS = `m.id AS id, p.fingerprint AS peer, m.peer_name AS peer_name,
+  m.direction AS direction, m.body AS body, m.sent_at AS sent_at, m.received_at AS received_at,
+  m.state AS state`;
+const FROM_ROWS = "messages m JOIN peers p ON p.id = m.peer";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -211,6 +250,9 @@ export class HistoryStore {
   #failure: StoreError | null = null;
 
   #insert: StatementSync;
+  #insertPeer: StatementSync;
+  /** Peer fingerprint -> its id in the peers table (every row of it: it only grows). */
+  #peerIds = new Map<string, number>();
   #update: StatementSync;
   #updateMany: StatementSync;
   #has: StatementSync;
@@ -238,6 +280,13 @@ export class HistoryStore {
     this.#insert = db.prepare(
       `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
     );
+    this.#insertPeer = db.prepare(
+      `INSERT INTO peers (fingerprint) VALUES (?)
+       ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = excluded.fingerprint RETURNING id`,
+    );
+    for (const r of db.prepare("SELECT id, fingerprint FROM peers").all()) {
+      this.#peerIds.set(r.fingerprint as string, r.id as number);
+    }
     // A delivered message never goes back to queued or sent: a late `sent` (its write finished
     // after the peer's ACK was handled) must not undo `delivered`.
     const forward = "NOT (state = 'delivered' AND ?1 IN ('queued', 'sent'))";
@@ -255,32 +304,38 @@ export class HistoryStore {
       "SELECT seq FROM messages WHERE direction = 'in' AND seq > ? AND seq <= ?",
     );
     this.#last = db.prepare(
-      `SELECT ${cols} FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?`,
+      `SELECT ${ROW_COLUMNS} FROM ${FROM_ROWS} WHERE m.peer = ? ORDER BY m.seq DESC LIMIT ?`,
     );
     this.#before = db.prepare(
-      `SELECT ${cols} FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+      `SELECT ${ROW_COLUMNS} FROM ${FROM_ROWS}
+       WHERE m.peer = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?`,
     );
     this.#outbox = db.prepare(
-      `SELECT ${cols} FROM messages INDEXED BY messages_outbox
-       WHERE peer = ? AND direction = 'out' AND state IN ('queued', 'sent') ORDER BY seq`,
+      `SELECT ${ROW_COLUMNS} FROM messages m INDEXED BY messages_outbox
+       JOIN peers p ON p.id = m.peer
+       WHERE m.peer = ? AND m.direction = 'out' AND m.state IN ('queued', 'sent') ORDER BY m.seq`,
     );
     this.#outboxPeers = db.prepare(
-      `SELECT DISTINCT peer FROM messages
-       WHERE direction = 'out' AND state IN ('queued', 'sent') ORDER BY peer`,
+      `SELECT p.fingerprint AS peer FROM peers p
+       WHERE EXISTS (SELECT 1 FROM messages m INDEXED BY messages_outbox
+                     WHERE m.peer = p.id AND m.direction = 'out' AND m.state IN ('queued', 'sent'))
+       ORDER BY p.fingerprint`,
     );
     this.#conversations = db.prepare(
-      `SELECT c.peer AS peer, c.count AS count,
+      `SELECT p.fingerprint AS peer, c.count AS count,
               coalesce(m.received_at, m.sent_at) AS lastAt,
               coalesce((SELECT n.peer_name FROM messages n
                         WHERE n.peer = c.peer AND n.peer_name <> ''
                         ORDER BY n.seq DESC LIMIT 1), '') AS peerName
        FROM (SELECT peer, count(*) AS count, max(seq) AS last FROM messages GROUP BY peer) c
        JOIN messages m ON m.seq = c.last
+       JOIN peers p ON p.id = c.peer
        ORDER BY c.last DESC`,
     );
     this.#saveShown = db.prepare("UPDATE meta SET value = ? WHERE key = ?");
     this.#byIds = db.prepare(
-      `SELECT ${cols} FROM messages WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq`,
+      `SELECT ${ROW_COLUMNS} FROM ${FROM_ROWS}
+       WHERE m.id IN (SELECT value FROM json_each(?)) ORDER BY m.seq`,
     );
     const meta = (key: string) =>
       (db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string }).value;
@@ -649,7 +704,9 @@ export class HistoryStore {
    */
   async outbox(peer: string): Promise<StoredMessage[]> {
     await this.#barrier();
-    return this.#decode(this.#query(() => this.#outbox.all(peer) as unknown as Row[]));
+    const id = this.#peerIds.get(peer);
+    if (id === undefined) return [];
+    return this.#decode(this.#query(() => this.#outbox.all(id) as unknown as Row[]));
   }
 
   /**
@@ -685,11 +742,17 @@ export class HistoryStore {
     }
     await this.#barrier();
     const before = opts.before;
+    const id = this.#peerIds.get(peer);
     const rows = this.#query(() => {
-      if (before === undefined) return this.#last.all(peer, limit) as unknown as Row[];
-      const at = this.#seqOf.get(before) as { seq: number } | undefined;
-      if (at === undefined) throw new StoreError(`unknown message id ${before}`);
-      return this.#before.all(peer, at.seq, limit) as unknown as Row[];
+      const at = before === undefined
+        ? undefined
+        : this.#seqOf.get(before) as { seq: number } | undefined;
+      if (before !== undefined && at === undefined) {
+        throw new StoreError(`unknown message id ${before}`);
+      }
+      if (id === undefined) return [];
+      if (at === undefined) return this.#last.all(id, limit) as unknown as Row[];
+      return this.#before.all(id, at.seq, limit) as unknown as Row[];
     });
     rows.reverse();
     return this.#decode(rows);
@@ -826,6 +889,8 @@ export class HistoryStore {
     const results: (boolean | undefined)[] = [];
     // Incoming rows join the unshown set with the transaction, and leave it if it fails.
     const added: string[] = [];
+    // Peers first named by this batch: forgotten again if it rolls back.
+    const newPeers: string[] = [];
     let lastSeq = this.#lastSeq;
     try {
       this.#db.exec("BEGIN IMMEDIATE");
@@ -839,9 +904,15 @@ export class HistoryStore {
           results.push(undefined);
         } else {
           const incoming = op.kind === "in";
+          let peer = this.#peerIds.get(op.peer);
+          if (peer === undefined) {
+            peer = (this.#insertPeer.get(op.peer) as { id: number }).id;
+            this.#peerIds.set(op.peer, peer);
+            newPeers.push(op.peer);
+          }
           const r = this.#insert.run(
             op.id,
-            op.peer,
+            peer,
             op.peerName,
             op.kind,
             op.body,
@@ -864,6 +935,7 @@ export class HistoryStore {
       this.#lastSeq = lastSeq;
     } catch (e) {
       for (const id of added) this.#unshown.delete(id);
+      for (const fp of newPeers) this.#peerIds.delete(fp);
       let detail = message(e);
       try {
         if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
@@ -1078,6 +1150,7 @@ function migrate(
   const steps: Record<number, (db: DatabaseSync, fernet: FernetSync, path: string) => void> = {
     1: migrate1to2,
     2: migrate2to3,
+    3: migrate3to4,
   };
   for (let v = opts.version; v < SCHEMA_VERSION; v++) {
     const step = steps[v];
@@ -1112,7 +1185,7 @@ function migrate1to2(db: DatabaseSync, fernet: FernetSync, path: string): void {
     inTransaction(db, () => {
       db.exec("ALTER TABLE messages RENAME TO messages_v1");
       db.exec("DROP INDEX IF EXISTS messages_peer");
-      db.exec(TABLES);
+      db.exec(TABLES_V2);
       db.prepare("INSERT INTO meta (key, value) VALUES ('key_check', ?)").run(check);
       db.exec(`
         INSERT INTO messages (id, peer, peer_name, direction, body, sent_at, received_at, state)
@@ -1150,6 +1223,36 @@ function migrate2to3(db: DatabaseSync, _fernet: FernetSync, path: string): void 
     });
   } catch (e) {
     throw new StoreError(`cannot migrate ${path} from schema version 2 to 3: ${message(e)}`, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Version 4 names each message's peer by an integer id into a new `peers` table instead of by its
+ * fingerprint (64 hex digits), which made the two (peer, seq) indexes three times bigger than
+ * their rows needed. Rows keep their seq (the shown marks refer to it) and order.
+ */
+function migrate3to4(db: DatabaseSync, _fernet: FernetSync, path: string): void {
+  try {
+    inTransaction(db, () => {
+      db.exec(`
+        ALTER TABLE messages RENAME TO messages_v3;
+        DROP INDEX messages_peer_seq;
+        DROP INDEX messages_outbox;
+        ${PEERS_AND_MESSAGES_V4}
+        INSERT INTO peers (fingerprint)
+          SELECT peer FROM messages_v3 GROUP BY peer ORDER BY min(seq);
+        INSERT INTO messages (seq, id, peer, peer_name, direction, body, sent_at, received_at, state)
+          SELECT m.seq, m.id, p.id, m.peer_name, m.direction, m.body, m.sent_at, m.received_at,
+                 m.state
+          FROM messages_v3 m JOIN peers p ON p.fingerprint = m.peer ORDER BY m.seq;
+        DROP TABLE messages_v3;
+        PRAGMA user_version = 4;
+      `);
+    });
+  } catch (e) {
+    throw new StoreError(`cannot migrate ${path} from schema version 3 to 4: ${message(e)}`, {
       cause: e,
     });
   }

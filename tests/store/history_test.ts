@@ -659,7 +659,113 @@ Deno.test("a delivered message never goes back to sent or queued", async () => {
   });
 });
 
-Deno.test("a schema version 2 database becomes version 3 with every message counted as shown (never with a wrong key)", async () => {
+/**
+ * Turns a current database back into what version 3 wrote: messages name their peer by
+ * fingerprint, no peers table (the inverse of the 3 -> 4 migration, keeping every seq).
+ */
+function downgradeToV3(path: string): void {
+  raw(path, (db) => {
+    db.exec(`
+      BEGIN;
+      ALTER TABLE messages RENAME TO messages_v4;
+      DROP INDEX messages_peer_seq;
+      DROP INDEX messages_outbox;
+      CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        peer        TEXT NOT NULL,
+        peer_name   TEXT NOT NULL,
+        direction   TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body        TEXT NOT NULL,
+        sent_at     INTEGER NOT NULL,
+        received_at INTEGER,
+        state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered', 'failed'))
+      );
+      CREATE INDEX messages_peer_seq ON messages (peer, seq);
+      CREATE INDEX messages_outbox ON messages (peer, seq)
+        WHERE direction = 'out' AND state IN ('queued', 'sent');
+      INSERT INTO messages
+        SELECT m.seq, m.id, p.fingerprint, m.peer_name, m.direction, m.body, m.sent_at,
+               m.received_at, m.state
+        FROM messages_v4 m JOIN peers p ON p.id = m.peer;
+      DROP TABLE messages_v4;
+      DROP TABLE peers;
+      PRAGMA user_version = 3;
+      COMMIT;
+    `);
+  });
+}
+
+function userVersion(path: string): number {
+  return raw(path, (db) => (db.prepare("PRAGMA user_version").get() as { user_version: number }))
+    .user_version;
+}
+
+Deno.test("a schema version 3 database becomes version 4 with every message, seq, mark and outbox kept", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat_history.db");
+    const key = generateKey();
+    const store = await HistoryStore.open(path, { key, durable: "normal" });
+    await store.recordIncoming(inc("b1", BOB, "from bob, shown"));
+    await store.recordOutgoing(out("b2", BOB, "to bob, delivered"), "sent");
+    await store.setState("b2", "delivered");
+    await store.recordOutgoing(out("c1", CAROL, "to carol, queued"), "queued");
+    await store.recordIncoming(inc("b3", BOB, "from bob, not shown"));
+    await store.recordOutgoing(out("b4", BOB, "to bob, sent"), "sent");
+    await store.markShown(["b1"]);
+    const before = {
+      bob: await store.history(BOB),
+      carol: await store.history(CAROL),
+      conversations: store.conversations(),
+    };
+    await store.close();
+    downgradeToV3(path);
+    assert.equal(userVersion(path), 3);
+    // The wrong key is refused before the migration: the file stays as version 3 wrote it.
+    await assert.rejects(
+      HistoryStore.open(path, { key: generateKey(), durable: "normal" }),
+      (e) => e instanceof StoreError && /wrong history key/.test(e.message),
+    );
+    assert.equal(userVersion(path), 3);
+
+    const again = await HistoryStore.open(path, { key, durable: "normal" });
+    try {
+      assert.equal(userVersion(path), 4);
+      assert.deepEqual(await again.history(BOB), before.bob);
+      assert.deepEqual(await again.history(CAROL), before.carol);
+      assert.deepEqual(again.conversations(), before.conversations);
+      assert.deepEqual((await again.unshown()).map((m) => m.id), ["b3"]);
+      assert.deepEqual(again.outboxPeers(), [BOB, CAROL].sort());
+      assert.deepEqual((await again.outbox(BOB)).map((m) => m.id), ["b4"]);
+      assert.deepEqual((await again.outbox(CAROL)).map((m) => m.id), ["c1"]);
+      // New rows go after the migrated ones, for known and new peers alike.
+      await again.recordIncoming(inc("b5", BOB, "after the migration"));
+      await again.recordOutgoing(out("a1", ALICE, "a new peer"), "queued");
+      assert.deepEqual((await again.history(BOB)).map((m) => m.id), ["b1", "b2", "b3", "b4", "b5"]);
+      assert.deepEqual(again.conversations().map((c) => c.peer), [ALICE, BOB, CAROL]);
+      assert.equal(await again.recordIncoming(inc("b3", BOB, "a duplicate")), false);
+    } finally {
+      await again.close();
+    }
+    raw(path, (db) => {
+      assert.equal(
+        (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
+          .integrity_check,
+        "ok",
+      );
+      assert.deepEqual(
+        db.prepare("SELECT id, fingerprint FROM peers ORDER BY id").all().map((r) => ({ ...r })),
+        [{ id: 1, fingerprint: BOB }, { id: 2, fingerprint: CAROL }, { id: 3, fingerprint: ALICE }],
+      );
+      assert.deepEqual(
+        db.prepare("SELECT seq, id FROM messages ORDER BY seq").all().map((r) => [r.seq, r.id]),
+        [[1, "b1"], [2, "b2"], [3, "c1"], [4, "b3"], [5, "b4"], [6, "b5"], [7, "a1"]],
+      );
+    });
+  });
+});
+
+Deno.test("a schema version 2 database becomes version 4 with every message counted as shown (never with a wrong key)", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
@@ -667,7 +773,8 @@ Deno.test("a schema version 2 database becomes version 3 with every message coun
     await store.recordIncoming(inc("old1", BOB, "seen long ago"));
     await store.recordIncoming(inc("old2", BOB, "seen long ago too"));
     await store.close();
-    // What version 2 wrote: the same tables, no shown_through.
+    // What version 2 wrote: the tables of version 3, no shown_through.
+    downgradeToV3(path);
     raw(path, (db) => {
       db.exec("DELETE FROM meta WHERE key LIKE 'shown_%'; PRAGMA user_version = 2;");
     });
@@ -693,7 +800,7 @@ Deno.test("a schema version 2 database becomes version 3 with every message coun
       assert.equal(
         (db.prepare("PRAGMA user_version").get() as { user_version: number })
           .user_version,
-        3,
+        4,
       );
       assert.equal(
         db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get()?.value,
@@ -843,7 +950,7 @@ async function makeV1(path: string, key: string): Promise<void> {
   });
 }
 
-Deno.test("a schema version 1 database is migrated to version 3 (through 2)", async () => {
+Deno.test("a schema version 1 database is migrated to version 4 (through 2 and 3)", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
     const key = generateKey();
@@ -922,7 +1029,7 @@ Deno.test("a schema version 1 database is migrated to version 3 (through 2)", as
       assert.equal(
         (db.prepare("PRAGMA user_version").get() as { user_version: number })
           .user_version,
-        3,
+        4,
       );
       assert.equal(
         (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
@@ -936,7 +1043,9 @@ Deno.test("a schema version 1 database is migrated to version 3 (through 2)", as
         "messages_outbox",
         "messages_peer_seq",
         "meta",
+        "peers",
         "sqlite_autoindex_messages_1",
+        "sqlite_autoindex_peers_1",
       ]);
     });
     // And the migrated database now has a key check.
