@@ -47,17 +47,19 @@ export class CommandError extends Error {
 export function parseCommand(line: string): HeadlessCommand | null {
   const trimmed = line.trim();
   if (trimmed === "") return null;
-  const [head, ...rest] = trimmed.split(/\s+/);
-  const args = rest;
+  const space = trimmed.search(/\s/);
+  const head = space < 0 ? trimmed : trimmed.slice(0, space);
+  if (head === "/send") {
+    const m = /^\/send\s+(\S+)\s+([\s\S]+)$/.exec(trimmed);
+    if (!m) throw new CommandError("usage: /send PEER TEXT...");
+    return { kind: "send", peer: m[1], text: m[2] };
+  }
+  // Split into words only for the other commands: a /send's text can be long.
+  const args = space < 0 ? [] : trimmed.slice(space).trim().split(/\s+/);
   switch (head) {
     case "/connect":
       if (args.length !== 1) throw new CommandError("usage: /connect HOST:PORT");
       return { kind: "connect", address: args[0] };
-    case "/send": {
-      const m = /^\/send\s+(\S+)\s+([\s\S]+)$/.exec(trimmed);
-      if (!m) throw new CommandError("usage: /send PEER TEXT...");
-      return { kind: "send", peer: m[1], text: m[2] };
-    }
     case "/peers":
       if (args.length !== 0) throw new CommandError("usage: /peers");
       return { kind: "peers" };

@@ -36,6 +36,17 @@ Deno.test("headless: commands parse", () => {
   });
   assert.deepEqual(parseCommand("/quit"), { kind: "quit" });
   assert.equal(parseCommand("   "), null);
+  // Any whitespace separates words, tabs too, and runs of it count once.
+  assert.deepEqual(parseCommand("\t/send\tBob\thi there"), {
+    kind: "send",
+    peer: "Bob",
+    text: "hi there",
+  });
+  assert.deepEqual(parseCommand("/connect   10.0.0.1:5000  "), {
+    kind: "connect",
+    address: "10.0.0.1:5000",
+  });
+  assert.deepEqual(parseCommand("/history\t Bob \t 3"), { kind: "history", peer: "Bob", limit: 3 });
 });
 
 Deno.test("headless: bad commands are CommandErrors", () => {
@@ -48,6 +59,8 @@ Deno.test("headless: bad commands are CommandErrors", () => {
       "/connect",
       "/connect a b",
       "/peers x",
+      "/peers\tx",
+      "/send\tBob",
       "/history",
       "/history Bob 0",
       "/history Bob x",
