@@ -1100,10 +1100,14 @@ class WalSync {
       // The WAL file exists once the connection has read the database. It was created by this
       // connection (SQLite removes it when the last one closes), so its directory entry is made
       // durable too, once, or a power cut could drop the whole file with the commits in it.
-      const file = await Deno.open(`${this.#path}-wal`, { read: true });
+      // Write access without writing: Windows flushes a file only through a handle that may write.
+      const file = await Deno.open(`${this.#path}-wal`, { read: true, write: true });
       try {
-        using dir = await Deno.open(dirname(this.#path), { read: true });
-        await dir.sync();
+        // Windows cannot open a directory as a file, and NTFS journals the file's creation.
+        if (Deno.build.os !== "windows") {
+          using dir = await Deno.open(dirname(this.#path), { read: true });
+          await dir.sync();
+        }
       } catch (e) {
         file.close();
         throw e;
