@@ -433,7 +433,8 @@ export class HistoryStore {
    * `committed` is called as soon as the transaction holding the write has committed, before
    * the fsync that makes it durable (in `full` durability; at the same time in `normal`): the
    * row then survives a kill of this process, not yet a power cut, and the caller can send the
-   * message on while the disk works. It is not called when the write fails.
+   * message on while the disk works. It is not called when the write fails. It runs inside the
+   * commit and must not throw (an exception is rethrown as an uncaught error).
    *
    * @throws {StoreError} when the store is closed or the write fails.
    * @throws {RangeError} when `state` is not `queued` or `sent`, or a field has the wrong type
@@ -949,7 +950,17 @@ export class HistoryStore {
       for (const op of ops) op.done.reject(error);
       return;
     }
-    for (const op of ops) if (op.kind === "out") op.committed?.();
+    for (const op of ops) {
+      if (op.kind !== "out" || op.committed === undefined) continue;
+      try {
+        op.committed();
+      } catch (e) {
+        // A caller's bug: surfaced as an uncaught error, never at the price of the other writes.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
     const resolve = () =>
       ops.forEach((op, i) => {
         if (op.kind === "in") op.done.resolve(results[i] as boolean);

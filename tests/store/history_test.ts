@@ -1296,3 +1296,42 @@ Deno.test("recordOutgoing calls committed before it resolves, and not when the w
     }
   });
 });
+
+Deno.test("a committed callback that throws surfaces as an uncaught error; the other writes resolve", async () => {
+  const uncaught: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    uncaught.push(e.error);
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    await withDir(async (dir) => {
+      const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+        key: generateKey(),
+        durable: "normal",
+      });
+      try {
+        const called: string[] = [];
+        await Promise.all([
+          store.recordOutgoing(out("t1", BOB, "one"), "sent", {
+            committed: () => {
+              throw new Error("a caller's bug");
+            },
+          }),
+          store.recordOutgoing(out("t2", BOB, "two"), "sent", {
+            committed: () => called.push("t2"),
+          }),
+        ]);
+        assert.deepEqual(called, ["t2"]);
+        assert.deepEqual((await store.history(BOB)).map((m) => m.id), ["t1", "t2"]);
+        await new Promise((r) => setTimeout(r, 10));
+        assert.equal(uncaught.length, 1);
+        assert.match(String(uncaught[0]), /a caller's bug/);
+      } finally {
+        await store.close();
+      }
+    });
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+});
