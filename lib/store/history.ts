@@ -98,7 +98,11 @@ const DEFAULT_LIMIT = 50;
 /** Longest a deferred write waits for another write to share its commit, in ms. */
 export const DEFER_MS = 100;
 
-/** The tables of schema versions 2 and 3 (3 only adds the meta rows `shown_through`, `shown_above`). */
+/**
+ * The tables of schema versions 2 and 3 (3 only adds the meta rows `shown_through`, `shown_above`).
+ * Frozen, like every old schema here: the migration from version 1 creates exactly these, so they
+ * are written out in full rather than shared with the current tables.
+ */
 const TABLES_V2 = `
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,

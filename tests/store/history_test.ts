@@ -33,6 +33,12 @@ async function unshownIds(store: HistoryStore): Promise<string[]> {
   return (await store.unshown()).map((m) => m.id);
 }
 
+/** `PRAGMA user_version` of the file. */
+function userVersion(path: string): number {
+  return raw(path, (db) => (db.prepare("PRAGMA user_version").get() as { user_version: number }))
+    .user_version;
+}
+
 /** Opens the file with a plain SQLite connection, runs `fn`, closes it. */
 function raw<T>(path: string, fn: (db: DatabaseSync) => T): T {
   const db = new DatabaseSync(path);
@@ -696,11 +702,6 @@ function downgradeToV3(path: string): void {
   });
 }
 
-function userVersion(path: string): number {
-  return raw(path, (db) => (db.prepare("PRAGMA user_version").get() as { user_version: number }))
-    .user_version;
-}
-
 Deno.test("a schema version 3 database becomes version 4 with every message, seq, mark and outbox kept", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat_history.db");
@@ -778,11 +779,7 @@ Deno.test("a schema version 2 database becomes version 4 with every message coun
     raw(path, (db) => {
       db.exec("DELETE FROM meta WHERE key LIKE 'shown_%'; PRAGMA user_version = 2;");
     });
-    const version = () =>
-      raw(
-        path,
-        (db) => (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
-      );
+    const version = () => userVersion(path);
     // The wrong key is refused before the migration: the file stays as version 2 wrote it.
     await assert.rejects(
       HistoryStore.open(path, { key: generateKey(), durable: "normal" }),
@@ -796,12 +793,8 @@ Deno.test("a schema version 2 database becomes version 4 with every message coun
     } finally {
       await again.close();
     }
+    assert.equal(userVersion(path), 4);
     raw(path, (db) => {
-      assert.equal(
-        (db.prepare("PRAGMA user_version").get() as { user_version: number })
-          .user_version,
-        4,
-      );
       assert.equal(
         db.prepare("SELECT value FROM meta WHERE key = 'shown_through'").get()?.value,
         "2",
@@ -1025,12 +1018,8 @@ Deno.test("a schema version 1 database is migrated to version 4 (through 2 and 3
     } finally {
       await store.close();
     }
+    assert.equal(userVersion(path), 4);
     raw(path, (db) => {
-      assert.equal(
-        (db.prepare("PRAGMA user_version").get() as { user_version: number })
-          .user_version,
-        4,
-      );
       assert.equal(
         (db.prepare("PRAGMA integrity_check").get() as { integrity_check: string })
           .integrity_check,
@@ -1061,12 +1050,8 @@ Deno.test("migrating version 1 with the wrong key fails and leaves the file at v
       HistoryStore.open(path, { key: generateKey() }),
       (e) => e instanceof StoreError && /wrong history key/.test(e.message),
     );
+    assert.equal(userVersion(path), 1);
     raw(path, (db) => {
-      assert.equal(
-        (db.prepare("PRAGMA user_version").get() as { user_version: number })
-          .user_version,
-        1,
-      );
       assert.equal((db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n, 6);
     });
   });
@@ -1082,12 +1067,8 @@ Deno.test("a version 1 row with an unknown state makes the migration fail withou
       HistoryStore.open(path, { key }),
       (e) => e instanceof StoreError && /migrate .* from schema version 1 to 2/.test(e.message),
     );
+    assert.equal(userVersion(path), 1);
     raw(path, (db) => {
-      assert.equal(
-        (db.prepare("PRAGMA user_version").get() as { user_version: number })
-          .user_version,
-        1,
-      );
       const names = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all()
         .map((r) => r.name);
       assert.deepEqual(names, ["messages"]);
