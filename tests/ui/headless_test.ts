@@ -42,9 +42,9 @@ Deno.test("headless: commands parse", () => {
     peer: "Bob",
     text: "hi there",
   });
-  assert.deepEqual(parseCommand("/connect   10.0.0.1:5000  "), {
+  assert.deepEqual(parseCommand("/connect   127.0.0.1:5000  "), {
     kind: "connect",
-    address: "10.0.0.1:5000",
+    address: "127.0.0.1:5000",
   });
   assert.deepEqual(parseCommand("/history\t Bob \t 3"), { kind: "history", peer: "Bob", limit: 3 });
 });
