@@ -126,7 +126,9 @@ CREATE INDEX messages_outbox ON messages (peer, seq)
 
 /**
  * The peers table and the messages table of schema version 4: a message names its peer by a small
- * integer, so the two indexes on (peer, seq) hold 1-2 byte keys instead of 64 hex digits.
+ * integer, so the two indexes on (peer, seq) hold 1-2 byte keys instead of 64 hex digits, and its
+ * direction and state are small integers too (see {@linkcode DIRECTION_CODE}, {@linkcode
+ * STATE_CODE}), so the `delivered` update rewrites a row of the same size in place.
  */
 const PEERS_AND_MESSAGES_V4 = `
 CREATE TABLE peers (
@@ -138,16 +140,24 @@ CREATE TABLE messages (
   id          TEXT NOT NULL UNIQUE,
   peer        INTEGER NOT NULL REFERENCES peers (id),
   peer_name   TEXT NOT NULL,
-  direction   TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+  direction   INTEGER NOT NULL CHECK (direction IN (0, 1)),
   body        TEXT NOT NULL,
   sent_at     INTEGER NOT NULL,
   received_at INTEGER,
-  state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered', 'failed'))
+  state       INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3))
 );
 CREATE INDEX messages_peer_seq ON messages (peer, seq);
 CREATE INDEX messages_outbox ON messages (peer, seq)
-  WHERE direction = 'out' AND state IN ('queued', 'sent');
+  WHERE direction = 1 AND state IN (0, 1);
 `;
+
+/** How `messages.direction` stores a {@linkcode Direction} (version 4). */
+const DIRECTION_CODE: Readonly<Record<Direction, number>> = { in: 0, out: 1 };
+const DIRECTIONS: readonly Direction[] = ["in", "out"];
+/** How `messages.state` stores a {@linkcode MessageState} (version 4; version 1 used the same). */
+const STATE_CODE = Object.fromEntries(STATES.map((state, code) => [state, code])) as Readonly<
+  Record<MessageState, number>
+>;
 
 /** The tables of schema version 4 (the current one). */
 const TABLES = `
@@ -199,15 +209,18 @@ interface Batch {
   settled: PromiseWithResolvers<void>;
 }
 
+/** A message row as read (with its peer's fingerprint joined in). */
 interface Row {
   id: string;
   peer: string;
   peer_name: string;
-  direction: Direction;
+  /** A {@linkcode DIRECTION_CODE}. */
+  direction: number;
   body: string;
   sent_at: number;
   received_at: number | null;
-  state: MessageState;
+  /** A {@linkcode STATE_CODE}. */
+  state: number;
 }
 
 /**
@@ -293,19 +306,19 @@ export class HistoryStore {
     }
     // A delivered message never goes back to queued or sent: a late `sent` (its write finished
     // after the peer's ACK was handled) must not undo `delivered`.
-    const forward = "NOT (state = 'delivered' AND ?1 IN ('queued', 'sent'))";
+    const forward = "NOT (state = 2 AND ?1 IN (0, 1))";
     this.#update = db.prepare(
-      `UPDATE messages SET state = ?1 WHERE id = ?2 AND direction = 'out' AND ${forward}`,
+      `UPDATE messages SET state = ?1 WHERE id = ?2 AND direction = 1 AND ${forward}`,
     );
     // One statement for a whole ACK: the ids travel as one JSON array parameter.
     this.#updateMany = db.prepare(
-      `UPDATE messages SET state = ?1 WHERE direction = 'out' AND ${forward}
+      `UPDATE messages SET state = ?1 WHERE direction = 1 AND ${forward}
        AND id IN (SELECT value FROM json_each(?2))`,
     );
     this.#has = db.prepare("SELECT 1 AS x FROM messages WHERE id = ?");
     this.#seqOf = db.prepare("SELECT seq, direction FROM messages WHERE id = ?");
     this.#incomingBetween = db.prepare(
-      "SELECT seq FROM messages WHERE direction = 'in' AND seq > ? AND seq <= ?",
+      "SELECT seq FROM messages WHERE direction = 0 AND seq > ? AND seq <= ?",
     );
     this.#last = db.prepare(
       `SELECT ${ROW_COLUMNS} FROM ${FROM_ROWS} WHERE m.peer = ? ORDER BY m.seq DESC LIMIT ?`,
@@ -317,12 +330,12 @@ export class HistoryStore {
     this.#outbox = db.prepare(
       `SELECT ${ROW_COLUMNS} FROM messages m INDEXED BY messages_outbox
        JOIN peers p ON p.id = m.peer
-       WHERE m.peer = ? AND m.direction = 'out' AND m.state IN ('queued', 'sent') ORDER BY m.seq`,
+       WHERE m.peer = ? AND m.direction = 1 AND m.state IN (0, 1) ORDER BY m.seq`,
     );
     this.#outboxPeers = db.prepare(
       `SELECT p.fingerprint AS peer FROM peers p
        WHERE EXISTS (SELECT 1 FROM messages m INDEXED BY messages_outbox
-                     WHERE m.peer = p.id AND m.direction = 'out' AND m.state IN ('queued', 'sent'))
+                     WHERE m.peer = p.id AND m.direction = 1 AND m.state IN (0, 1))
        ORDER BY p.fingerprint`,
     );
     this.#conversations = db.prepare(
@@ -350,7 +363,7 @@ export class HistoryStore {
       n: number;
     }).n;
     const waiting = db.prepare(
-      "SELECT id, seq FROM messages WHERE seq > ? AND direction = 'in' ORDER BY seq",
+      "SELECT id, seq FROM messages WHERE seq > ? AND direction = 0 ORDER BY seq",
     ).all(this.#shownThrough) as { id: string; seq: number }[];
     for (const r of waiting) if (!this.#shownAbove.has(r.seq)) this.#unshown.set(r.id, r.seq);
   }
@@ -618,9 +631,9 @@ export class HistoryStore {
       for (const id of ids) {
         if (typeof id !== "string" || this.#unshown.has(id)) continue;
         const row = this.#query(() => this.#seqOf.get(id)) as
-          | { seq: number; direction: string }
+          | { seq: number; direction: number }
           | undefined;
-        if (row !== undefined && row.direction === "in") back.set(id, row.seq);
+        if (row !== undefined && row.direction === DIRECTION_CODE.in) back.set(id, row.seq);
       }
       if (back.size === 0) return Promise.resolve();
       const taken = new Set(back.values());
@@ -901,11 +914,12 @@ export class HistoryStore {
       this.#db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
         if (op.kind === "state") {
-          this.#update.run(op.state, op.id);
+          this.#update.run(STATE_CODE[op.state], op.id);
           results.push(undefined);
         } else if (op.kind === "states") {
-          if (op.ids.length === 1) this.#update.run(op.state, op.ids[0]);
-          else this.#updateMany.run(op.state, JSON.stringify(op.ids));
+          const state = STATE_CODE[op.state];
+          if (op.ids.length === 1) this.#update.run(state, op.ids[0]);
+          else this.#updateMany.run(state, JSON.stringify(op.ids));
           results.push(undefined);
         } else {
           const incoming = op.kind === "in";
@@ -919,11 +933,11 @@ export class HistoryStore {
             op.id,
             peer,
             op.peerName,
-            op.kind,
+            DIRECTION_CODE[op.kind],
             op.body,
             op.sentAt,
             incoming ? op.receivedAt : null,
-            incoming ? "delivered" : op.state,
+            STATE_CODE[incoming ? "delivered" : op.state],
           );
           const fresh = Number(r.changes) === 1;
           if (fresh) {
@@ -1001,11 +1015,11 @@ export class HistoryStore {
         id: r.id,
         peer: r.peer,
         peerName: r.peer_name,
-        direction: r.direction,
+        direction: DIRECTIONS[r.direction],
         text,
         sentAt: r.sent_at,
         receivedAt: r.received_at,
-        state: r.state,
+        state: STATES[r.state],
       };
     });
   }
@@ -1250,7 +1264,8 @@ function migrate2to3(db: DatabaseSync, _fernet: FernetSync, path: string): void 
 /**
  * Version 4 names each message's peer by an integer id into a new `peers` table instead of by its
  * fingerprint (64 hex digits), which made the two (peer, seq) indexes three times bigger than
- * their rows needed. Rows keep their seq (the shown marks refer to it) and order.
+ * their rows needed, and stores direction and state as small integers. Rows keep their seq (the
+ * shown marks refer to it) and order.
  */
 function migrate3to4(db: DatabaseSync, _fernet: FernetSync, path: string): void {
   try {
@@ -1263,8 +1278,11 @@ function migrate3to4(db: DatabaseSync, _fernet: FernetSync, path: string): void 
         INSERT INTO peers (fingerprint)
           SELECT peer FROM messages_v3 GROUP BY peer ORDER BY min(seq);
         INSERT INTO messages (seq, id, peer, peer_name, direction, body, sent_at, received_at, state)
-          SELECT m.seq, m.id, p.id, m.peer_name, m.direction, m.body, m.sent_at, m.received_at,
-                 m.state
+          SELECT m.seq, m.id, p.id, m.peer_name,
+                 CASE m.direction WHEN 'in' THEN 0 WHEN 'out' THEN 1 END,
+                 m.body, m.sent_at, m.received_at,
+                 CASE m.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2
+                              WHEN 'failed' THEN 3 END
           FROM messages_v3 m JOIN peers p ON p.fingerprint = m.peer ORDER BY m.seq;
         DROP TABLE messages_v3;
         PRAGMA user_version = 4;

@@ -458,8 +458,14 @@ Deno.test("a deferred state write shares the next commit, or commits alone after
     const path = join(dir, "chat_history.db");
     const key = generateKey();
     const store = await HistoryStore.open(path, { key, durable: "normal" });
+    // As stored (schema version 4: 0 queued, 1 sent, 2 delivered, 3 failed), read by another
+    // connection: what is committed.
+    const codes = ["queued", "sent", "delivered", "failed"];
     const stateOf = (id: string) =>
-      raw(path, (db) => db.prepare("SELECT state FROM messages WHERE id = ?").get(id)?.state);
+      codes[
+        raw(path, (db) =>
+          db.prepare("SELECT state FROM messages WHERE id = ?").get(id)?.state as number)
+      ];
     try {
       for (const id of ["d1", "d2", "d3", "d4"]) {
         await store.recordOutgoing(out(id, BOB, id), "sent");
@@ -691,8 +697,11 @@ function downgradeToV3(path: string): void {
       CREATE INDEX messages_outbox ON messages (peer, seq)
         WHERE direction = 'out' AND state IN ('queued', 'sent');
       INSERT INTO messages
-        SELECT m.seq, m.id, p.fingerprint, m.peer_name, m.direction, m.body, m.sent_at,
-               m.received_at, m.state
+        SELECT m.seq, m.id, p.fingerprint, m.peer_name,
+               CASE m.direction WHEN 0 THEN 'in' WHEN 1 THEN 'out' END,
+               m.body, m.sent_at, m.received_at,
+               CASE m.state WHEN 0 THEN 'queued' WHEN 1 THEN 'sent' WHEN 2 THEN 'delivered'
+                            WHEN 3 THEN 'failed' END
         FROM messages_v4 m JOIN peers p ON p.id = m.peer;
       DROP TABLE messages_v4;
       DROP TABLE peers;
@@ -761,6 +770,12 @@ Deno.test("a schema version 3 database becomes version 4 with every message, seq
       assert.deepEqual(
         db.prepare("SELECT seq, id FROM messages ORDER BY seq").all().map((r) => [r.seq, r.id]),
         [[1, "b1"], [2, "b2"], [3, "c1"], [4, "b3"], [5, "b4"], [6, "b5"], [7, "a1"]],
+      );
+      // Direction 0 in, 1 out; state 0 queued, 1 sent, 2 delivered, 3 failed (docs/STORAGE.md).
+      assert.deepEqual(
+        db.prepare("SELECT direction, state FROM messages ORDER BY seq").all()
+          .map((r) => [r.direction, r.state]),
+        [[0, 2], [1, 2], [1, 0], [0, 2], [1, 1], [0, 2], [1, 0]],
       );
     });
   });
