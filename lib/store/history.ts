@@ -292,7 +292,8 @@ export class HistoryStore {
     this.#fernet = fernet;
     this.#path = opts.path;
     this.#durable = opts.durable;
-    this.#walSync = opts.durable === "full" ? new WalSync(opts.path) : null;
+    // SQLite keeps the WAL beside the database file itself, behind any symbolic link to it.
+    this.#walSync = opts.durable === "full" ? new WalSync(Deno.realPathSync(opts.path)) : null;
     const cols = "id, peer, peer_name, direction, body, sent_at, received_at, state";
     this.#insert = db.prepare(
       `INSERT INTO messages (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,

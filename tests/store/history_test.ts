@@ -1331,3 +1331,26 @@ Deno.test("a committed callback that throws surfaces as an uncaught error; the o
     globalThis.removeEventListener("error", onError);
   }
 });
+
+Deno.test("full durability through a symbolic link: the WAL beside the real file is the one fsynced", async () => {
+  await withDir(async (dir) => {
+    await Deno.mkdir(join(dir, "real"));
+    await Deno.mkdir(join(dir, "link"));
+    const key = generateKey();
+    // Created at its real place, then opened through a link to it.
+    await (await HistoryStore.open(join(dir, "real", "chat_history.db"), { key })).close();
+    await Deno.symlink(join(dir, "real", "chat_history.db"), join(dir, "link", "chat_history.db"));
+    const store = await HistoryStore.open(join(dir, "link", "chat_history.db"), { key });
+    try {
+      await store.recordOutgoing(out("s1", BOB, "through a link"), "sent");
+      assert.equal(await store.recordIncoming(inc("s2", BOB, "and back")), true);
+      assert.deepEqual((await store.history(BOB)).map((m) => m.text), [
+        "through a link",
+        "and back",
+      ]);
+      assert.ok((await Deno.stat(join(dir, "real", "chat_history.db-wal"))).isFile);
+    } finally {
+      await store.close();
+    }
+  });
+});
