@@ -68,9 +68,10 @@ export class NodeError extends Error {
    * Makes the error.
    *
    * @param message A one-line explanation for the user.
+   * @param options `cause`: the underlying error, if any.
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "NodeError";
   }
 }
@@ -361,9 +362,11 @@ export class ChatNode {
       for (const f of waiting) f();
     }, (e) => {
       committed.reject(e);
-      // Committed but not durable (the fsync failed): the store refuses every write from now on;
-      // nothing is reported for this message.
-      if (msg.stored) this.#log.error(`message ${msg.id} may not be on disk: ${describe(e)}`);
+      if (!msg.stored) return;
+      // Committed but not durable (the fsync failed): the store refuses every write from now on,
+      // nothing more is reported for this message, and it is not sent if it has not left yet.
+      this.#log.error(`message ${msg.id} may not be on disk: ${describe(e)}`);
+      if (msg.sentOn === null) box.delete(msg.id);
     });
     try {
       await committed.promise;
@@ -386,12 +389,27 @@ export class ChatNode {
         if (session !== null) this.#flush(fp, msg);
       }
       // #flush reports `sent` when the write is done.
-      if (msg.written !== null && await msg.written) return msg.id;
+      if (msg.written !== null && await msg.written) {
+        await this.#durableOrError(durable);
+        return msg.id;
+      }
     }
-    await durable;
+    await this.#durableOrError(durable);
+    // A session that came up while the record's fsync ran may have reported the message already
+    // (`sent`, even `delivered`): `queued` would now be false news.
+    if (msg.shown || box.get(msg.id) !== msg) return msg.id;
     this.#emit({ type: "queued", id: msg.id, to: record.name, fingerprint: fp });
     if (!held) this.#scheduleRetry(fp);
     return msg.id;
+  }
+
+  /** Waits for a record to be durable; a store that failed meanwhile is the caller's error. */
+  async #durableOrError(durable: Promise<void>): Promise<void> {
+    try {
+      await durable;
+    } catch (e) {
+      throw new NodeError(`message not stored: ${describe(e)}`, { cause: e });
+    }
   }
 
   /**

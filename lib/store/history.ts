@@ -723,9 +723,10 @@ export class HistoryStore {
    */
   async outbox(peer: string): Promise<StoredMessage[]> {
     await this.#barrier();
-    const id = this.#peerIds.get(peer);
-    if (id === undefined) return [];
-    return this.#decode(this.#query(() => this.#outbox.all(id) as unknown as Row[]));
+    return this.#decode(this.#query(() => {
+      const id = this.#peerIds.get(peer);
+      return id === undefined ? [] : this.#outbox.all(id) as unknown as Row[];
+    }));
   }
 
   /**
@@ -761,8 +762,8 @@ export class HistoryStore {
     }
     await this.#barrier();
     const before = opts.before;
-    const id = this.#peerIds.get(peer);
     const rows = this.#query(() => {
+      const id = this.#peerIds.get(peer);
       const at = before === undefined
         ? undefined
         : this.#seqOf.get(before) as { seq: number } | undefined;
@@ -905,6 +906,11 @@ export class HistoryStore {
   /** Commits one batch in one transaction; settles every op's promise; never throws. */
   #commit(batch: Batch): void {
     const ops = batch.ops;
+    // Requested before an fsync failed, committed after it: refused like any later write.
+    if (this.#failure !== null) {
+      for (const op of ops) op.done.reject(this.#failure);
+      return;
+    }
     const results: (boolean | undefined)[] = [];
     // Incoming rows join the unshown set with the transaction, and leave it if it fails.
     const added: string[] = [];

@@ -241,6 +241,80 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "delivery: a slow disk never makes a message say queued after sent and delivered",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });
+    const port = freePort();
+    const bobs = [await PeerProcess.start("Bob", { dataDir: bobDir, port })];
+    // Every fdatasync of Alice's (the WAL syncer's) takes 4 s more, longer than send() waits for a
+    // session (3 s) before it answers `queued`.
+    const alice = await PeerProcess.start("Alice", {
+      wrap: ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"]
+        .concat(["-e", "inject=fdatasync:delay_enter=4000000"]),
+    });
+    try {
+      await connect(alice, bobs[0]);
+      assert.equal(await bobs[0].quit(), 0);
+      await alice.waitFor((e) => e.type === "disconnected");
+      await alice.command("/send Bob while you were away");
+      // Bob comes back and dials Alice while her fsync of that message still runs.
+      bobs.push(await PeerProcess.start("Bob", { dataDir: bobDir, port }));
+      await bobs[1].command(`/connect ${alice.address}`);
+      const done = await alice.waitFor((e) => e.type === "delivered", 30_000);
+      await bobs[1].waitFor((e) => e.type === "message" && e.id === done.id);
+      // send() itself finishes after the delayed fsync: give it the time to say anything more.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const said = alice.events.filter((e) => e.id === done.id).map((e) => e.type);
+      assert.deepEqual(said, ["sent", "delivered"]);
+      assert.equal(await alice.quit(), 0);
+    } finally {
+      await alice.cleanup();
+      for (const bob of bobs) await bob.cleanup();
+      await Deno.remove(bobDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "delivery: when the disk fails an fsync, /send says so in one error and nothing says sent",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    const bob = await PeerProcess.start("Bob");
+    // Alice's identity is made first (writing its key files uses fdatasync too); then, once she
+    // runs, only her WAL syncer calls fdatasync, and every call fails with EIO.
+    const aliceDir = await Deno.makeTempDir({ prefix: "p2pchat-Alice-" });
+    await (await PeerProcess.start("Alice", { dataDir: aliceDir })).quit();
+    const alice = await PeerProcess.start("Alice", {
+      dataDir: aliceDir,
+      wrap: ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"]
+        .concat(["-e", "inject=fdatasync:error=EIO"]),
+    });
+    try {
+      await connect(alice, bob);
+      await alice.command("/send Bob into a failing disk");
+      const error = await alice.waitFor((e) => e.type === "error");
+      assert.equal(error.command, "/send Bob into a failing disk");
+      assert.match(error.message, /^message not stored: cannot fsync .*Input\/output error/);
+      await alice.command("/send Bob once more");
+      const again = await alice.waitFor((e) => e.type === "error" && e.command?.endsWith("more"));
+      assert.match(again.message, /cannot fsync/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(alice.all("sent").concat(alice.all("delivered"), alice.all("queued")), []);
+      // Still a peer: it answers, and quits cleanly.
+      await alice.command("/peers");
+      await alice.waitFor((e) => e.type === "peers");
+      assert.equal(await alice.quit(), 0);
+      assert.equal(await bob.quit(), 0);
+    } finally {
+      await alice.cleanup();
+      await bob.cleanup();
+      await Deno.remove(aliceDir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("delivery: the outbox survives a restart of the sender", async () => {
   const aliceDir = await Deno.makeTempDir({ prefix: "p2pchat-Alice-" });
   const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });

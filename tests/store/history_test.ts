@@ -1188,12 +1188,25 @@ interface Traced {
  * Runs tests/store/fsync_child.ts under `strace -f -y` and returns its fsync, fdatasync and
  * stdout writes in order of completion (a call strace shows as unfinished counts where it resumes).
  */
-async function traceChild(dir: string, durable: "full" | "normal"): Promise<Traced[]> {
+async function traceChild(
+  dir: string,
+  durable: "full" | "normal",
+  opts: { inject?: string } = {},
+): Promise<Traced[]> {
   const log = join(dir, "strace.log");
   const child = new URL("./fsync_child.ts", import.meta.url).pathname;
+  const inject = opts.inject === undefined ? [] : ["-e", `inject=${opts.inject}`];
   const result = await new Deno.Command("strace", {
-    args: ["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,write", "-o", log, Deno.execPath()]
-      .concat(["run", "--allow-all", child, join(dir, "chat_history.db"), durable]),
+    args: ["-f", "-y", "-qq", "-s", "256", "-e", "trace=fsync,fdatasync,write", ...inject]
+      .concat(["-o", log])
+      .concat([
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        child,
+        join(dir, "chat_history.db"),
+        durable,
+      ]),
     stdout: "null",
     stderr: "piped",
   }).output();
@@ -1201,7 +1214,7 @@ async function traceChild(dir: string, durable: "full" | "normal"): Promise<Trac
   const pending = new Map<number, Traced>();
   const calls: Traced[] = [];
   for (const text of (await Deno.readTextFile(log)).split("\n")) {
-    const started = text.match(/^(\d+)\s+(\w+)\((\d+<[^>]*>)(?:, "([^"]*)\\n")?/);
+    const started = text.match(/^(\d+)\s+(\w+)\((\d+<[^>]*>)(?:, "(.*?)\\n")?/);
     const resumed = text.match(/^(\d+)\s+<\.\.\. \w+ resumed>/);
     if (started) {
       const call: Traced = { tid: Number(started[1]), call: started[2], fd: started[3] };
@@ -1265,6 +1278,26 @@ Deno.test({
         [],
       );
       assert.ok(lineAt(calls, "COMMITTED 1") < lineAt(calls, "DURABLE 1"));
+    });
+  },
+});
+
+Deno.test({
+  name: "full durability: an fsync that fails (EIO, injected) fails its writes and every later one",
+  ignore: !HAS_STRACE,
+  fn: async () => {
+    await withDir(async (dir) => {
+      // Only the WAL syncer calls fdatasync (SQLite and Deno's own caches call fsync).
+      const calls = await traceChild(dir, "full", { inject: "fdatasync:error=EIO" });
+      const lines = calls.filter((c) => c.line !== undefined).map((c) => c.line);
+      assert.deepEqual(lines.slice(0, 2), ["OPEN", "COMMITTED 1"]);
+      assert.match(
+        lines[2]!,
+        /^FAILED 1 StoreError: cannot fsync .*chat_history\.db-wal: Input\/output error/,
+      );
+      // The store stopped for good: the next write is refused before it reaches a commit.
+      assert.match(lines[3]!, /^FAILED 2 StoreError: cannot fsync/);
+      assert.deepEqual(lines.slice(4), ["CLOSED"]);
     });
   },
 });
