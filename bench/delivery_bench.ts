@@ -67,7 +67,7 @@ export async function benchDelivery(book: FigureBook, opts: JobOptions): Promise
     addLatency(book, summarize(await measureLatency(alice, bob, rounds)), {
       id: "delivery.latency",
       label: "delivery latency",
-      baseline: "tcp.rtt",
+      baseline: "delivery.floor",
       note: "messages one at a time, measured outside through stdin/stdout",
     });
 
@@ -121,8 +121,8 @@ async function benchNormalDurability(book: FigureBook, opts: JobOptions): Promis
     addLatency(book, summarize(await measureLatency(alice, bob, opts.quick ? 200 : 1000)), {
       id: "delivery.normal.latency",
       label: "delivery latency, --durability normal,",
-      baseline: "delivery.latency",
-      note: "ratio: to the default (full) durability above",
+      baseline: "delivery.floor.normal",
+      note: "ratio: to the floor without fsync",
     });
     const count = opts.quick ? 5_000 : 20_000;
     const rate = await throughput(alice, bob, 100, count);

@@ -4,9 +4,10 @@
  *
  *     deno task bench [--quick] [--only JOB,JOB] [--out FILE]
  *
- * Jobs, in order: crypto, tcp, storage (the limits, and the history store against them), session
- * (handshake, pipeline), delivery (two peer processes), startup, discovery, memory. Everything stays on loopback; discovery announcements
- * go to 127.255.255.255 only.
+ * Jobs, in order: crypto, tcp, floor (the limits: raw Fernet, raw sockets, and the raw hops of a
+ * delivery between two processes), storage (SQLite, and the history store against it), session
+ * (handshake, pipeline), delivery (two peer processes), startup, discovery, memory. Everything
+ * stays on loopback; discovery announcements go to 127.255.255.255 only.
  *
  * @module
  */
@@ -14,6 +15,7 @@
 import { parseArgs } from "node:util";
 import { benchCrypto, type JobOptions } from "./crypto_bench.ts";
 import { benchDelivery } from "./delivery_bench.ts";
+import { benchFloor } from "./floor_bench.ts";
 import { benchDiscovery, benchMemory, benchStartup } from "./process_bench.ts";
 import { FigureBook, renderTable, type Results } from "./report.ts";
 import { benchSession } from "./session_bench.ts";
@@ -23,6 +25,7 @@ import { benchTcp } from "./tcp_bench.ts";
 const JOBS: Record<string, (book: FigureBook, opts: JobOptions) => Promise<void>> = {
   crypto: benchCrypto,
   tcp: benchTcp,
+  floor: benchFloor,
   storage: benchStorage,
   session: benchSession,
   delivery: benchDelivery,
