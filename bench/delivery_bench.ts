@@ -43,13 +43,15 @@ export async function benchDelivery(book: FigureBook, opts: JobOptions): Promise
     bob.on((e) => e.type === "error" && errors.push(e));
 
     // The interface alone: a command in, its answer out (pipes + JSON), for context.
+    // After a warm-up: the first few hundred commands of a fresh process run slower code.
     const ifaceSamples: number[] = [];
-    for (let i = 0; i < (opts.quick ? 100 : 300); i++) {
+    const warm = 300;
+    for (let i = 0; i < warm + (opts.quick ? 100 : 300); i++) {
       const t = performance.now();
       const got = alice.next((e) => e.type === "peers");
       await alice.command("/peers");
       await got;
-      ifaceSamples.push(performance.now() - t);
+      if (i >= warm) ifaceSamples.push(performance.now() - t);
     }
     const iface = summarize(ifaceSamples);
     book.add({
@@ -170,7 +172,7 @@ export async function measureLatency(
   alice: BenchPeer,
   bob: BenchPeer,
   rounds: number,
-  warm = 50,
+  warm = 300,
 ): Promise<number[]> {
   const samples: number[] = [];
   let arrived = 0;

@@ -100,7 +100,7 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
 }
 
 /**
- * Runs `rounds` deliveries one at a time (after a warm-up of `warm`, default 50) between two
+ * Runs `rounds` deliveries one at a time (after a warm-up of `warm`, default 300) between two
  * floor processes and summarizes line in -> line out, in ms. Their page files go to `dir` (on
  * the disk to measure; default a new temporary directory) and are removed afterwards.
  *
@@ -118,7 +118,7 @@ export async function measureFloor(
     const port = (await receiver.line()).line;
     sender = new FloorProcess(["sender", `${dir}/sender`, port, ...flags], dir);
     if ((await sender.line()).line !== "ready") throw new Error("floor sender did not start");
-    const warm = opts.warm ?? 50;
+    const warm = opts.warm ?? 300;
     const samples: number[] = [];
     for (let i = 0; i < rounds + warm; i++) {
       const t = performance.now();
