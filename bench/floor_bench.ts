@@ -12,6 +12,7 @@
  */
 
 import type { JobOptions } from "./crypto_bench.ts";
+import { spawnDeno } from "./peer.ts";
 import { type FigureBook, ratio } from "./report.ts";
 import { summarize, type Summary } from "./stats.ts";
 
@@ -29,20 +30,14 @@ class FloorProcess {
   #stderr = "";
 
   constructor(args: string[], dir: string) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net=127.0.0.1",
-        `--allow-read=${dir}`,
-        `--allow-write=${dir}`,
-        PEER,
-        ...args,
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
+    this.#child = spawnDeno([
+      "run",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      PEER,
+      ...args,
+    ]);
     this.#writer = this.#child.stdin.getWriter();
     this.#reading = Promise.all([this.#read(), this.#readStderr()]).then(() => {});
   }

@@ -13,6 +13,25 @@ export const MAIN: string = new URL("../main.ts", import.meta.url).pathname;
 /** The repository root (where deno.json is), the working directory of spawned peers. */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
 
+/**
+ * Starts `deno ARGS...` (this Deno) with stdin, stdout and stderr piped and colors off.
+ *
+ * @example
+ * ```ts
+ * const child = spawnDeno(["run", "main.ts", "--headless"], { cwd: ROOT });
+ * ```
+ */
+export function spawnDeno(args: string[], opts: { cwd?: string } = {}): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: opts.cwd,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+}
+
 /** A parsed event line. */
 // deno-lint-ignore no-explicit-any -- events are JSON; each bench reads the fields it needs.
 export type Event = { type: string; ts: number; [k: string]: any };
@@ -56,14 +75,7 @@ export class BenchPeer {
     this.dataDir = dataDir;
     this.#ownDir = ownDir;
     this.spawnedAt = performance.now();
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: ROOT,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
+    this.#child = spawnDeno(args, { cwd: ROOT });
     this.#writer = this.#child.stdin.getWriter();
     this.#readers = Promise.all([this.#readStdout(), this.#readStderr()]).then(() => {});
   }
