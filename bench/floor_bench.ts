@@ -68,7 +68,9 @@ class FloorProcess {
       await Promise.race([new Promise<void>((r) => this.#wake = r), status]);
       this.#wake = null;
       if (this.#lines.length === 0 && await settled(status)) {
+        // Its last lines may still be on their way from the pipe.
         await this.#reading;
+        if (this.#lines.length > 0) break;
         const why = this.#stderr.trim().split("\n").find((l) => l.includes("rror")) ?? "";
         throw new Error(`floor process exited early${why ? `: ${why}` : ""}`);
       }
