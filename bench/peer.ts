@@ -6,6 +6,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { RUN_FLAGS } from "../lib/cli/permissions.ts";
 
 /** Absolute path of main.ts. */
@@ -70,25 +71,31 @@ export class BenchPeer {
   #readers: Promise<void>;
   #ownDir: boolean;
 
-  private constructor(name: string, dataDir: string, ownDir: boolean, args: string[]) {
+  private constructor(
+    name: string,
+    dataDir: string,
+    ownDir: boolean,
+    spawn: { args: string[]; cwd: string },
+  ) {
     this.name = name;
     this.dataDir = dataDir;
     this.#ownDir = ownDir;
     this.spawnedAt = performance.now();
-    this.#child = spawnDeno(args, { cwd: ROOT });
+    this.#child = spawnDeno(spawn.args, { cwd: spawn.cwd });
     this.#writer = this.#child.stdin.getWriter();
     this.#readers = Promise.all([this.#readStdout(), this.#readStderr()]).then(() => {});
   }
 
   /**
    * Starts `main.ts --headless --name NAME` and waits (up to 60 s) for `ready`. `args` go to
-   * p2pchat (default `--no-discovery`), `denoFlags` to `deno run` (e.g. `--cpu-prof`).
+   * p2pchat (default `--no-discovery`), `denoFlags` to `deno run` (e.g. `--cpu-prof`); `main` is
+   * another copy of p2pchat's main.ts to run (default this one), started in its directory.
    *
    * @throws {Error} when `ready` does not come.
    */
   static async start(
     name: string,
-    opts: { dataDir?: string; args?: string[]; denoFlags?: string[] } = {},
+    opts: { dataDir?: string; args?: string[]; denoFlags?: string[]; main?: string } = {},
   ): Promise<BenchPeer> {
     const ownDir = opts.dataDir === undefined;
     const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: `p2pchat-bench-${name}-` });
@@ -96,7 +103,7 @@ export class BenchPeer {
       "run",
       ...(opts.denoFlags ?? []),
       ...RUN_FLAGS,
-      MAIN,
+      opts.main ?? MAIN,
       "--name",
       name,
       "--port",
@@ -106,7 +113,8 @@ export class BenchPeer {
       "--headless",
       ...(opts.args ?? ["--no-discovery"]),
     ];
-    const peer = new BenchPeer(name, dataDir, ownDir, args);
+    const cwd = opts.main === undefined ? ROOT : dirname(opts.main);
+    const peer = new BenchPeer(name, dataDir, ownDir, { args, cwd });
     const ready = peer.next((e) => e.type === "ready", 60_000);
     peer.on((e, at) => {
       if (e.type === "ready") peer.readyAt = at;
