@@ -91,8 +91,15 @@ export const MARKS: readonly Mark[] = [
 /** Where main.ts exits: the copy writes its timestamps just before. */
 export const MAIN_EXIT = "Deno.exit(await run(Deno.args));";
 
-/** The critical path: which process (A sender, B receiver) reaches which step, in order. */
-const PATH = [
+/**
+ * The critical path: which process (A sender, B receiver) reaches which step, in order. With
+ * `normal` durability there is no fsync of the WAL.
+ */
+export function criticalPath(durability: "full" | "normal"): string[] {
+  return durability === "full" ? [...PATH] : PATH.filter((s) => !s.startsWith("B.fsync"));
+}
+
+const PATH: readonly string[] = [
   "A.in",
   "A.begin",
   "A.commit",
@@ -173,17 +180,19 @@ export function dumpMarks(): void {
 }
 
 /**
- * Splits each round (send time, arrival of `delivered`) into the steps of {@linkcode PATH}: for
- * each step, the time since the step before it (µs). Rounds where a step is missing are skipped.
+ * Splits each round (send time, arrival of `delivered`) into the steps of `path` (see
+ * {@linkcode criticalPath}): for each step, the time since the step before it (µs). Rounds where
+ * a step is missing are skipped.
  *
  * @example
  * ```ts
- * const steps = splitRounds([[0, 1]], [["A.in", 0.1]]);
+ * const steps = splitRounds([[0, 1]], [["A.in", 0.1]], criticalPath("full"));
  * ```
  */
 export function splitRounds(
   rounds: [number, number][],
   marks: [string, number][],
+  path: readonly string[],
 ): Map<string, number[]> {
   const sorted = [...marks].sort((a, b) => a[1] - b[1]);
   const steps = new Map<string, number[]>();
@@ -194,7 +203,7 @@ export function splitRounds(
     let k = j;
     let prev = t0;
     let prevName = "sent";
-    for (const name of PATH) {
+    for (const name of path) {
       while (k < sorted.length && sorted[k][1] <= t1 && sorted[k][0] !== name) k++;
       if (k >= sorted.length || sorted[k][1] > t1) break;
       row.push([`${prevName} -> ${name}`, (sorted[k][1] - prev) * 1000]);
@@ -202,7 +211,7 @@ export function splitRounds(
       prevName = name;
       k++;
     }
-    if (row.length !== PATH.length) continue;
+    if (row.length !== path.length) continue;
     row.push([`${prevName} -> delivered`, (t1 - prev) * 1000]);
     row.push(["total", (t1 - t0) * 1000]);
     for (const [step, us] of row) {
@@ -269,7 +278,7 @@ async function main(): Promise<number> {
       const own = JSON.parse(await Deno.readTextFile(`${tmp}/${peer.pid}.json`));
       for (const [step, t] of own as [string, number][]) marks.push([`${who}.${step}`, t]);
     }
-    const steps = splitRounds(times, marks);
+    const steps = splitRounds(times, marks, criticalPath(values.durability));
     const n = steps.get("total")?.length ?? 0;
     console.log(
       `${n} of ${rounds} rounds with every step (durability ${values.durability}); µs, ` +

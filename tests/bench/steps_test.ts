@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { addMarks, MAIN_EXIT, MARKS, splitRounds } from "../../bench/steps.ts";
+import { addMarks, criticalPath, MAIN_EXIT, MARKS, splitRounds } from "../../bench/steps.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -30,6 +30,23 @@ Deno.test("steps: the tool runs two instrumented peers and prints every step", a
   assert.match(text, /^20 of 20 rounds with every step/);
   assert.match(text, /B\.fsync -> B\.fsynced +p50 +\d+/);
   assert.match(text, /total +p50 +\d+/);
+  const normal = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      `${ROOT}bench/steps.ts`,
+      "--rounds",
+      "20",
+      "--durability",
+      "normal",
+    ],
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(normal.code, 0, new TextDecoder().decode(normal.stderr));
+  assert.match(
+    new TextDecoder().decode(normal.stdout),
+    /^20 of 20 rounds with every step \(durability normal\)/,
+  );
 });
 
 Deno.test("steps: a bad --rounds is one line and exit 2", async () => {
@@ -70,33 +87,22 @@ Deno.test("steps: a mark goes before or after its anchor", () => {
 });
 
 Deno.test("steps: a round splits into its steps; a round with a step missing is skipped", () => {
-  const path = [
-    "A.in",
-    "A.begin",
-    "A.commit",
-    "A.socket-write",
-    "B.socket-read",
-    "B.begin",
-    "B.commit",
-    "B.fsync",
-    "B.fsynced",
-    "B.ack-out",
-    "B.socket-write",
-    "A.socket-read",
-    "A.ack-in",
-    "A.out",
-  ];
+  const path = criticalPath("full");
   // Round 1 at t = 1000 ms: step i at 1000 + (i + 1) * 0.01 ms; delivered at 1000.2 ms.
   const marks: [string, number][] = path.map((s, i) => [s, 1000 + (i + 1) * 0.01]);
   // A mark of another step in between does not disturb the path.
   marks.push(["A.fsynced", 1000.035]);
   // Round 2 at t = 2000 ms lacks B.fsync (not on the path of that round): skipped.
   for (const [i, s] of path.entries()) if (s !== "B.fsync") marks.push([s, 2000 + (i + 1) * 0.01]);
-  const steps = splitRounds([[1000, 1000.2], [2000, 2000.2]], marks);
+  const steps = splitRounds([[1000, 1000.2], [2000, 2000.2]], marks, criticalPath("full"));
   assert.equal(steps.get("total")!.length, 1);
   assert.ok(Math.abs(steps.get("total")![0] - 200) < 1e-6);
   assert.ok(Math.abs(steps.get("sent -> A.in")![0] - 10) < 1e-6);
   assert.ok(Math.abs(steps.get("A.commit -> A.socket-write")![0] - 10) < 1e-6);
   assert.ok(Math.abs(steps.get("A.out -> delivered")![0] - 60) < 1e-6);
   assert.equal(steps.size, path.length + 2);
+  // Without fsync steps on the path (normal durability), round 2 counts too.
+  const normal = splitRounds([[1000, 1000.2], [2000, 2000.2]], marks, criticalPath("normal"));
+  assert.equal(normal.get("total")!.length, 2);
+  assert.ok(Math.abs(normal.get("B.commit -> B.ack-out")![1] - 30) < 1e-6);
 });
