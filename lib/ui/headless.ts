@@ -234,19 +234,36 @@ export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGener
 export async function* readLineBatches(
   stream: ReadableStream<Uint8Array>,
 ): AsyncGenerator<string[]> {
+  // A reader and a streaming decoder, not pipeThrough(TextDecoderStream): the transform stream
+  // adds promise hops to every chunk, and a script waiting for each answer sends a chunk a line.
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
   let partial = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    const text = partial + chunk;
-    const batch: string[] = [];
-    let start = 0;
-    let nl: number;
-    while ((nl = text.indexOf("\n", start)) >= 0) {
-      batch.push(stripCr(text.slice(start, nl)));
-      start = nl + 1;
+  let ended = false;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        ended = true;
+        break;
+      }
+      const text = partial + decoder.decode(value, { stream: true });
+      const batch: string[] = [];
+      let start = 0;
+      let nl: number;
+      while ((nl = text.indexOf("\n", start)) >= 0) {
+        batch.push(stripCr(text.slice(start, nl)));
+        start = nl + 1;
+      }
+      partial = text.slice(start);
+      if (batch.length > 0) yield batch;
     }
-    partial = text.slice(start);
-    if (batch.length > 0) yield batch;
+  } finally {
+    // Left early (the consumer stopped): the source is not wanted any more, as with for await.
+    if (!ended) await reader.cancel();
+    reader.releaseLock();
   }
+  partial += decoder.decode();
   if (partial.length > 0) yield [stripCr(partial)];
 }
 

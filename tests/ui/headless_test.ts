@@ -85,6 +85,37 @@ Deno.test("headless: lines survive any chunking, CRLF and multi-byte characters"
   assert.deepEqual(await collect([...bytes].map((b) => new Uint8Array([b]))), expected);
 });
 
+Deno.test("headless: a reader that stops early cancels its input; one that ends does not", async () => {
+  let cancelled = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(new TextEncoder().encode("/peers\n"));
+    },
+    cancel() {
+      cancelled++;
+    },
+  });
+  const lines = readLineBatches(endless);
+  assert.deepEqual((await lines.next()).value, ["/peers"]);
+  await lines.return(undefined);
+  assert.equal(cancelled, 1);
+
+  let cancelledAtEnd = 0;
+  const finite = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode("/peers\n/quit"));
+      c.close();
+    },
+    cancel() {
+      cancelledAtEnd++;
+    },
+  });
+  const all: string[][] = [];
+  for await (const b of readLineBatches(finite)) all.push(b);
+  assert.deepEqual(all, [["/peers"], ["/quit"]]);
+  assert.equal(cancelledAtEnd, 0);
+});
+
 Deno.test("headless: a chunk of many lines comes as one batch", async () => {
   const lines = Array.from({ length: 1000 }, (_, i) => `/send Bob ${i}`);
   const batches: string[][] = [];
