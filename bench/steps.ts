@@ -64,7 +64,7 @@ export const MARKS: readonly Mark[] = [
   },
   {
     file: "lib/net/conn.ts",
-    anchor: "this.#bytesIn += result.value.length;",
+    anchor: "this.#bytesIn += n;",
     step: "socket-read",
     where: "before",
   },

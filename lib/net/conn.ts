@@ -32,6 +32,9 @@ export interface FramedConnOptions {
   maxQueuedBytes?: number;
 }
 
+/** The most one read takes from the socket. */
+const READ_BUFFER_SIZE = 64 * 1024;
+
 /** Default {@linkcode FramedConnOptions.maxQueuedBytes}. */
 export const DEFAULT_MAX_QUEUED_BYTES = 16 << 20;
 
@@ -54,7 +57,8 @@ interface PendingWrite {
  */
 export class FramedConn {
   #conn: Deno.Conn;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** Where reads land; what was read is copied out, since frames are views of their chunk. */
+  #readBuffer = new Uint8Array(READ_BUFFER_SIZE);
   #decoder: FrameDecoder;
   #maxFrameSize: number;
   #maxQueuedBytes: number;
@@ -81,7 +85,6 @@ export class FramedConn {
     this.#maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
     this.#maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.#decoder = new FrameDecoder({ maxFrameSize: this.#maxFrameSize });
-    this.#reader = conn.readable.getReader();
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = { hostname: addr.hostname ?? "", port: addr.port ?? 0 };
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
@@ -111,9 +114,11 @@ export class FramedConn {
   async read(): Promise<Uint8Array | null> {
     while (this.#ready.length === 0) {
       if (this.#closed) return null;
-      let result: ReadableStreamReadResult<Uint8Array>;
+      // conn.read, not conn.readable: the stream's reader adds promise hops and a 64 KiB
+      // buffer to every read, and a delivery waits for two reads on its way.
+      let n: number | null;
       try {
-        result = await this.#reader.read();
+        n = await this.#conn.read(this.#readBuffer);
       } catch (e) {
         // A reset or a read cut short by close(): both mean the stream is over for us.
         if (this.#closed || e instanceof Deno.errors.ConnectionReset || isStreamError(e)) {
@@ -122,12 +127,13 @@ export class FramedConn {
         }
         throw e;
       }
-      if (result.done) {
+      if (n === null) {
         this.close();
         return null;
       }
-      this.#bytesIn += result.value.length;
-      const frames = this.#decoder.push(result.value);
+      if (this.#closed) return null;
+      this.#bytesIn += n;
+      const frames = this.#decoder.push(this.#readBuffer.slice(0, n));
       for (const f of frames) this.#ready.push(f);
     }
     return this.#ready.shift()!;

@@ -30,6 +30,38 @@ Deno.test("FramedConn: payloads arrive whole and in order; a burst comes as one 
   }
 });
 
+Deno.test("FramedConn: a payload read earlier is not changed by later reads", async () => {
+  const { a, b } = await pair();
+  try {
+    // Each payload is read on its own (its write is awaited first), so each comes from another
+    // read of the socket: payloads must not be views of a buffer that the next read reuses.
+    const kept: Uint8Array[] = [];
+    for (let i = 0; i < 20; i++) {
+      await a.write(new Uint8Array(1000 - i).fill(i));
+      kept.push((await b.read())!);
+    }
+    for (const [i, p] of kept.entries()) {
+      assert.deepEqual(p, new Uint8Array(1000 - i).fill(i), `payload ${i}`);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("FramedConn: close() during a read makes it return null", async () => {
+  const { a, b } = await pair();
+  try {
+    const reading = b.read();
+    await new Promise((r) => setTimeout(r, 20));
+    b.close();
+    assert.equal(await reading, null);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 Deno.test("FramedConn: an oversized frame from the peer is a FrameError", async () => {
   const { a, b } = await pair({ maxFrameSize: 1024 });
   try {
