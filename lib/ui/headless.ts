@@ -147,7 +147,7 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
 
   // Whole batches of lines per read: a script piping thousands of commands costs one await per
   // chunk of input, not one per line.
-  const lines = readLineBatches(opts.input ?? Deno.stdin.readable);
+  const lines = readLineBatches(opts.input ?? Deno.stdin);
   const outputGone = stdout?.failed.then(() => "stop" as const);
   const stopped = [opts.stop?.then(() => "stop" as const), outputGone].filter((p) =>
     p !== undefined
@@ -212,38 +212,46 @@ async function execute(
 }
 
 /**
- * Splits a byte stream into lines (without their `\n` or `\r\n`).
+ * Where lines are read from: a byte stream, or anything that reads into a buffer as `Deno.stdin`
+ * does (`read` resolves to the number of bytes read, `null` at the end).
+ */
+export type LineSource = ReadableStream<Uint8Array> | {
+  read(buffer: Uint8Array): Promise<number | null>;
+};
+
+/**
+ * Splits a byte source into lines (without their `\n` or `\r\n`).
  *
  * @example
  * ```ts
- * for await (const line of readLines(Deno.stdin.readable)) console.log(line);
+ * for await (const line of readLines(Deno.stdin)) console.log(line);
  * ```
  */
-export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  for await (const batch of readLineBatches(stream)) yield* batch;
+export async function* readLines(source: LineSource): AsyncGenerator<string> {
+  for await (const batch of readLineBatches(source)) yield* batch;
 }
 
 /**
- * Splits a byte stream into lines, yielding every complete line of each chunk read as one array.
+ * Splits a byte source into lines, yielding every complete line of each chunk read as one array.
+ * Leaving early (`return()`) cancels a stream.
  *
  * @example
  * ```ts
- * for await (const lines of readLineBatches(Deno.stdin.readable)) console.log(lines.length);
+ * for await (const lines of readLineBatches(Deno.stdin)) console.log(lines.length);
  * ```
  */
-export async function* readLineBatches(
-  stream: ReadableStream<Uint8Array>,
-): AsyncGenerator<string[]> {
-  // A reader and a streaming decoder, not pipeThrough(TextDecoderStream): the transform stream
-  // adds promise hops to every chunk, and a script waiting for each answer sends a chunk a line.
-  const reader = stream.getReader();
+export async function* readLineBatches(source: LineSource): AsyncGenerator<string[]> {
+  // Read directly, with a streaming decoder: web streams add promise hops (and, for Deno.stdin's
+  // readable, a new 64 KiB buffer) to every chunk, and a script that waits for each answer sends
+  // a chunk a line.
+  const chunks = chunkReader(source);
   const decoder = new TextDecoder();
   let partial = "";
   let ended = false;
   try {
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) {
+      const value = await chunks.read();
+      if (value === null) {
         ended = true;
         break;
       }
@@ -260,11 +268,41 @@ export async function* readLineBatches(
     }
   } finally {
     // Left early (the consumer stopped): the source is not wanted any more, as with for await.
-    if (!ended) await reader.cancel();
-    reader.releaseLock();
+    await chunks.release(!ended);
   }
   partial += decoder.decode();
   if (partial.length > 0) yield [stripCr(partial)];
+}
+
+/** The next chunk of a source (null at its end), valid until the next read. */
+interface ChunkReader {
+  read(): Promise<Uint8Array | null>;
+  release(cancel: boolean): Promise<void>;
+}
+
+function chunkReader(source: LineSource): ChunkReader {
+  if (source instanceof ReadableStream) {
+    const reader = source.getReader();
+    return {
+      read: async () => {
+        const { value, done } = await reader.read();
+        return done ? null : value;
+      },
+      release: async (cancel) => {
+        if (cancel) await reader.cancel();
+        reader.releaseLock();
+      },
+    };
+  }
+  const buffer = new Uint8Array(64 * 1024);
+  return {
+    read: async () => {
+      const n = await source.read(buffer);
+      return n === null ? null : buffer.subarray(0, n);
+    },
+    // Nothing to cancel: a read under way ends with the process.
+    release: () => Promise.resolve(),
+  };
 }
 
 function stripCr(line: string): string {

@@ -116,6 +116,35 @@ Deno.test("headless: a reader that stops early cancels its input; one that ends 
   assert.equal(cancelledAtEnd, 0);
 });
 
+/** A source like Deno.stdin: each read copies the next chunk into the caller's buffer. */
+function readerOf(chunks: Uint8Array[]) {
+  let next = 0;
+  return {
+    read(buffer: Uint8Array): Promise<number | null> {
+      if (next === chunks.length) return Promise.resolve(null);
+      const chunk = chunks[next++];
+      buffer.set(chunk);
+      return Promise.resolve(chunk.length);
+    },
+  };
+}
+
+Deno.test("headless: a reading source (as Deno.stdin) gives the same lines as a stream", async () => {
+  const text = "/send Bob héllo 👋\r\n/peers\n\n/history Bob 3\n/quit";
+  const bytes = new TextEncoder().encode(text);
+  const expected = ["/send Bob héllo 👋", "/peers", "", "/history Bob 3", "/quit"];
+  const read = async (chunks: Uint8Array[]) => {
+    const out: string[] = [];
+    for await (const line of readLines(readerOf(chunks))) out.push(line);
+    return out;
+  };
+  // The source reuses one buffer for every read: lines must not keep bytes of an earlier read.
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    assert.deepEqual(await read([bytes.slice(0, cut), bytes.slice(cut)]), expected, `cut ${cut}`);
+  }
+  assert.deepEqual(await read([...bytes].map((b) => new Uint8Array([b]))), expected);
+});
+
 Deno.test("headless: a chunk of many lines comes as one batch", async () => {
   const lines = Array.from({ length: 1000 }, (_, i) => `/send Bob ${i}`);
   const batches: string[][] = [];
