@@ -469,10 +469,17 @@ Deno.test("history command: prints stored history without the network", async ()
     await alice.waitFor((e) => e.type === "message");
     const a2 = await send(alice, "Bob", "bye now");
     await delivered(alice, [a2.id]);
+    const base = ["history", "--name", "Alice", "--data-dir", alice.dataDir];
+    // While Alice runs (another terminal during a chat): the store is not locked against readers.
+    const meanwhile = await runMain([...base, "--peer", "Bob", "--json"], { flags: noNet });
+    assert.equal(meanwhile.code, 0, meanwhile.stderr);
+    assert.deepEqual(
+      JSON.parse(meanwhile.stdout)[0].messages.map((m: Event) => m.text),
+      ["hello Bob", "hi Alice, second line", "bye now"],
+    );
     assert.equal(await alice.quit(), 0);
     assert.equal(await bob.quit(), 0);
 
-    const base = ["history", "--name", "Alice", "--data-dir", alice.dataDir];
     // Control: these flags really forbid the network, so a peer cannot even start with them.
     const peer = await runMain(["--name", "Alice", "--data-dir", alice.dataDir, "--headless"], {
       flags: noNet,
