@@ -14,9 +14,22 @@ async function pair(opts: { maxQueuedBytes?: number; maxFrameSize?: number } = {
   return { a, b };
 }
 
-Deno.test("FramedConn: payloads arrive whole and in order; a burst comes as one batch", async () => {
-  const { a, b } = await pair();
+/** Runs `body` with a connected pair and closes both ends after it, whatever happens. */
+async function withPair(
+  opts: { maxQueuedBytes?: number; maxFrameSize?: number },
+  body: (a: FramedConn, b: FramedConn) => Promise<void>,
+): Promise<void> {
+  const { a, b } = await pair(opts);
   try {
+    await body(a, b);
+  } finally {
+    a.close();
+    b.close();
+  }
+}
+
+Deno.test("FramedConn: payloads arrive whole and in order; a burst comes as one batch", () =>
+  withPair({}, async (a, b) => {
     const sent = Array.from({ length: 100 }, (_, i) => new Uint8Array(i * 37).fill(i));
     await Promise.all(sent.map((p) => a.write(p)));
     const got: Uint8Array[] = [];
@@ -24,15 +37,10 @@ Deno.test("FramedConn: payloads arrive whole and in order; a burst comes as one 
     assert.deepEqual(got, sent);
     a.close();
     assert.equal(await b.read(), null, "end of stream after the peer closed");
-  } finally {
-    a.close();
-    b.close();
-  }
-});
+  }));
 
-Deno.test("FramedConn: a payload read earlier is not changed by later reads", async () => {
-  const { a, b } = await pair();
-  try {
+Deno.test("FramedConn: a payload read earlier is not changed by later reads", () =>
+  withPair({}, async (a, b) => {
     // Each payload is read on its own (its write is awaited first), so each comes from another
     // read of the socket: payloads must not be views of a buffer that the next read reuses.
     const kept: Uint8Array[] = [];
@@ -43,40 +51,25 @@ Deno.test("FramedConn: a payload read earlier is not changed by later reads", as
     for (const [i, p] of kept.entries()) {
       assert.deepEqual(p, new Uint8Array(1000 - i).fill(i), `payload ${i}`);
     }
-  } finally {
-    a.close();
-    b.close();
-  }
-});
+  }));
 
-Deno.test("FramedConn: close() during a read makes it return null", async () => {
-  const { a, b } = await pair();
-  try {
+Deno.test("FramedConn: close() during a read makes it return null", () =>
+  withPair({}, async (_a, b) => {
     const reading = b.read();
     await new Promise((r) => setTimeout(r, 20));
     b.close();
     assert.equal(await reading, null);
-  } finally {
-    a.close();
-    b.close();
-  }
-});
+  }));
 
-Deno.test("FramedConn: an oversized frame from the peer is a FrameError", async () => {
-  const { a, b } = await pair({ maxFrameSize: 1024 });
-  try {
+Deno.test("FramedConn: an oversized frame from the peer is a FrameError", () =>
+  withPair({ maxFrameSize: 1024 }, async (a, b) => {
     b.setMaxFrameSize(16);
     await a.write(new Uint8Array(100));
     await assert.rejects(() => b.read(), FrameError);
-  } finally {
-    a.close();
-    b.close();
-  }
-});
+  }));
 
-Deno.test("FramedConn: a peer that never reads cannot make us buffer without end", async () => {
-  const { a, b } = await pair({ maxQueuedBytes: 256 * 1024 });
-  try {
+Deno.test("FramedConn: a peer that never reads cannot make us buffer without end", () =>
+  withPair({ maxQueuedBytes: 256 * 1024 }, async (a, _b) => {
     const chunk = new Uint8Array(64 * 1024);
     let error: unknown = null;
     const writes: Promise<void>[] = [];
@@ -92,8 +85,4 @@ Deno.test("FramedConn: a peer that never reads cannot make us buffer without end
     assert.ok(error instanceof ConnectionClosedError, `got ${error}`);
     assert.match(error.message, /not reading/);
     assert.ok(a.closed);
-  } finally {
-    a.close();
-    b.close();
-  }
-});
+  }));
