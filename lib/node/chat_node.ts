@@ -435,12 +435,23 @@ export class ChatNode {
   }
 
   /**
-   * Accepts `fingerprint` as the key of `name` after a key change (or pins it anew).
+   * Accepts `fingerprint` as the key of a name after a key change: the key the name offered
+   * (`key-changed`), or one it had before (a retired key, taken back). `query` is the name, or a
+   * fingerprint prefix (8+ hex digits) of a key it has had or offered. Other keys are refused,
+   * so that trust can never move a name, and what is written to it, to another peer.
    *
-   * @throws {NodeError} when no such key is known for that name.
+   * @throws {NodeError} for an unknown name, or a key that name has neither offered nor held.
+   * @example
+   * ```ts
+   * await node.trust("Bob", "3d567efc…"); // the `new` fingerprint of Bob's `key-changed`
+   * ```
    */
-  async trust(name: string, fingerprint: string): Promise<PeerRecord> {
+  async trust(query: string, fingerprint: string): Promise<PeerRecord> {
     const fp = fingerprint.toLowerCase().replaceAll(/[\s:]/g, "");
+    if (!/^[0-9a-f]{64}$/.test(fp)) {
+      throw new NodeError("FINGERPRINT must be the key's 64 hex digits (`new` of its key-changed)");
+    }
+    const name = this.#trustedName(query);
     const pending = this.#pendingKeys.get(name);
     let record: PeerRecord | undefined;
     if (pending && pending.fingerprint === fp) {
@@ -456,8 +467,15 @@ export class ChatNode {
       });
       this.#pendingKeys.delete(name);
     } else {
+      // Only a key this name has had (the pinned one, or one retired from it): accepting any
+      // known key would hand the name, and the messages written to it, to another peer.
       const known = this.#opts.peers.get(fp);
-      if (!known) throw new NodeError(`no key ${fp.slice(0, 16)}… is known for ${name}`);
+      if (!known || known.name !== name) {
+        throw new NodeError(
+          `${formatFingerprint(fp)} is not a key ${name} has offered` +
+            (pending ? ` (it offered ${formatFingerprint(pending.fingerprint)})` : ""),
+        );
+      }
       record = this.#opts.peers.upsert({ fingerprint: fp, name, retired: false, heardOnly: false });
     }
     // Retire every other key that held this name; messages held for it go to the new key.
@@ -472,6 +490,32 @@ export class ChatNode {
     this.#log.warn(`now trusting ${name} as ${formatFingerprint(fp)}`);
     this.#kick(fp);
     return record;
+  }
+
+  /**
+   * The name `/trust PEER` is about: a name with a key waiting for trust, a known name, or a
+   * fingerprint prefix (8+ hex digits) of a waiting key or of a key that held the name.
+   */
+  #trustedName(query: string): string {
+    const q = query.trim();
+    if (this.#pendingKeys.has(q) || this.#opts.peers.byName(q).length > 0) return q;
+    const lower = q.toLowerCase();
+    const hex = lower.replaceAll(/[\s:]/g, "");
+    const byPrefix = /^[0-9a-f]{8,64}$/.test(hex);
+    const names = new Set<string>();
+    for (const p of this.#pendingKeys.values()) {
+      if (p.name.toLowerCase() === lower) names.add(p.name);
+    }
+    for (const r of this.#opts.peers.all()) if (r.name.toLowerCase() === lower) names.add(r.name);
+    if (names.size === 0 && byPrefix) {
+      for (const p of this.#pendingKeys.values()) {
+        if (p.fingerprint.startsWith(hex)) names.add(p.name);
+      }
+      for (const r of this.#opts.peers.all()) if (r.fingerprint.startsWith(hex)) names.add(r.name);
+    }
+    if (names.size === 1) return [...names][0];
+    if (names.size === 0) throw new NodeError(`unknown peer "${query}" (see /peers)`);
+    throw new NodeError(`"${query}" matches ${[...names].join(", ")}; give the exact name`);
   }
 
   /** Every known peer, for `/peers`. */

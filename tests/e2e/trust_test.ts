@@ -97,3 +97,55 @@ Deno.test("trust: a retired key back under a name nobody holds now names its suc
     for (const d of dirs) await Deno.remove(d, { recursive: true });
   }
 });
+
+Deno.test("trust: only a key the name offered or held is accepted; PEER may be a fingerprint prefix", async () => {
+  const alice = await PeerProcess.start("Alice");
+  const carol = await PeerProcess.start("Carol");
+  let bob = await PeerProcess.start("Bob");
+  const extra: PeerProcess[] = [];
+  try {
+    for (const p of [bob, carol]) {
+      await alice.command(`/connect ${p.address}`);
+      await alice.waitFor((e) => e.type === "connected" && e.name === p.name);
+    }
+    const listed = async () => {
+      await alice.command("/peers");
+      const e = await alice.next((e) => e.type === "peers");
+      return e.peers.map((p: { name: string; fingerprint: string }) => [p.name, p.fingerprint])
+        .sort();
+    };
+    const before = await listed();
+    // Another peer's key under a name, or under a name nobody has: refused, nothing renamed.
+    for (const line of [`/trust Carol ${bob.fingerprint}`, `/trust Zed ${bob.fingerprint}`]) {
+      await alice.command(line);
+      const e = await alice.next((e) => e.type === "error" || e.type === "trusted");
+      assert.equal(e.type, "error", `${line}: ${JSON.stringify(e)}`);
+      assert.equal(e.command, line);
+    }
+    assert.deepEqual(await listed(), before);
+    await alice.command("/send Carol still yours");
+    await carol.waitFor((e) => e.type === "message" && e.text === "still yours");
+    assert.equal(bob.all("message").length, 0);
+
+    // Bob comes back with a new key; PEER given as the old key's fingerprint prefix.
+    const oldFp = bob.fingerprint;
+    await bob.quit();
+    extra.push(bob);
+    bob = await PeerProcess.start("Bob");
+    await alice.command(`/connect ${bob.address}`);
+    await alice.waitFor((e) => e.type === "key-changed" && e.new === bob.fingerprint);
+    await alice.command(`/trust ${oldFp.slice(0, 8)} ${bob.fingerprint}`);
+    const trusted = await alice.next((e) => e.type === "trusted" || e.type === "error");
+    assert.deepEqual([trusted.type, trusted.name, trusted.fingerprint], [
+      "trusted",
+      "Bob",
+      bob.fingerprint,
+    ]);
+  } finally {
+    for (const p of [alice, carol, bob]) {
+      await p.quit();
+      await p.cleanup();
+    }
+    for (const p of extra) await p.cleanup();
+  }
+});
