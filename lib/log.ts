@@ -33,7 +33,7 @@ export class Logger {
    */
   constructor(opts: { level?: LogLevel; sink?: LogSink } = {}) {
     this.#level = ORDER[opts.level ?? "warn"];
-    this.#sink = opts.sink ?? writeStderr;
+    this.#sink = opts.sink ?? writeLogLine;
   }
 
   /** Sends future lines to `sink`. */
@@ -68,7 +68,30 @@ export class Logger {
 }
 
 const encoder = new TextEncoder();
+let stderrGone = false;
 
-function writeStderr(level: LogLevel, line: string): void {
-  Deno.stderr.writeSync(encoder.encode(`p2pchat: ${level}: ${line}\n`));
+/**
+ * Writes `text` (a whole line with its newline) to stderr, and never throws: when stderr is gone
+ * (its reader closed it) the text is dropped, and so is every later one, because a log that cannot
+ * be written must not stop the chat or change what stdout says.
+ *
+ * @example
+ * ```ts
+ * writeStderr("p2pchat: warn: no broadcast route\n");
+ * ```
+ */
+export function writeStderr(text: string): void {
+  if (stderrGone) return;
+  const bytes = encoder.encode(text);
+  try {
+    let at = 0;
+    while (at < bytes.length) at += Deno.stderr.writeSync(bytes.subarray(at));
+  } catch {
+    // Nobody reads stderr any more (EPIPE, a closed terminal): there is nowhere to say so.
+    stderrGone = true;
+  }
+}
+
+function writeLogLine(level: LogLevel, line: string): void {
+  writeStderr(`p2pchat: ${level}: ${line}\n`);
 }

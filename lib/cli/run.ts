@@ -11,7 +11,7 @@ import {
   PassphraseRequiredError,
   WrongPassphraseError,
 } from "../crypto/identity.ts";
-import { Logger } from "../log.ts";
+import { Logger, writeStderr } from "../log.ts";
 import { Discovery, DiscoveryError } from "../net/discovery.ts";
 import { ChatNode } from "../node/chat_node.ts";
 import { HistoryStore, StoreError } from "../store/history.ts";
@@ -54,7 +54,7 @@ export async function run(args: string[]): Promise<number> {
     }
   } catch (e) {
     const line = explain(e);
-    await writeAll(Deno.stderr, `p2pchat: ${line.message}\n`);
+    writeStderr(`p2pchat: ${line.message}\n`);
     return line.status;
   }
 }
@@ -182,7 +182,7 @@ async function runHistory(opts: HistoryOptions): Promise<number> {
   });
   try {
     const peers = await PeerBook.open(`${opts.dataDir}/peers.json`, {
-      onWarning: (m) => Deno.stderr.writeSync(new TextEncoder().encode(`p2pchat: ${m}\n`)),
+      onWarning: (m) => writeStderr(`p2pchat: ${m}\n`),
     });
     try {
       await printHistory(history, peers, opts);

@@ -239,3 +239,47 @@ Deno.test("cli: a message that meets a gone reader is shown at the next start, o
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: a stderr nobody reads loses only the logs: a first start, a chat, a clean exit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "p2pchat-nostderr-" });
+  const bob = await PeerProcess.start("Bob");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...RUN_FLAGS,
+      MAIN,
+      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
+      // Logs every connection, so that there is something to write to the closed stderr.
+      "--verbose",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  // Closed before Alice writes anything: her first warning (a new identity) meets EPIPE.
+  await child.stderr.cancel();
+  const stdin = child.stdin.getWriter();
+  const output = new Response(child.stdout).text();
+  try {
+    await stdin.write(new TextEncoder().encode(`/connect ${bob.address}\n`));
+    await bob.waitFor((e) => e.type === "connected" && e.name === "Alice", 20_000);
+    await bob.command("/send Alice can you hear me");
+    await stdin.write(new TextEncoder().encode("/send Bob yes\n"));
+    await bob.waitFor((e) => e.type === "message" && e.text === "yes", 20_000);
+    await bob.waitFor((e) => e.type === "delivered", 20_000);
+    await stdin.close();
+    assert.equal((await child.status).code, 0);
+    const events = (await output).trim().split("\n").map((l) => JSON.parse(l));
+    const types = events.map((e) => e.type);
+    assert.equal(types[0], "ready");
+    assert.equal(types.at(-1), "bye");
+    assert.ok(types.includes("connected"), types.join(" "));
+    assert.ok(events.some((e) => e.type === "message" && e.text === "can you hear me"));
+    assert.ok(!types.includes("error"), JSON.stringify(events));
+  } finally {
+    await stdin.close().catch(() => {});
+    await bob.cleanup();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

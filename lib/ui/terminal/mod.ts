@@ -8,7 +8,7 @@
  */
 
 import { formatFingerprint } from "../../crypto/identity.ts";
-import type { Logger } from "../../log.ts";
+import { type Logger, writeStderr } from "../../log.ts";
 import type { ChatNode } from "../../node/chat_node.ts";
 import { App, type TerminalNode } from "./app.ts";
 import { runMenu } from "./menu.ts";
@@ -128,7 +128,7 @@ export async function runTerminalWith(node: TerminalNode, opts: TerminalOptions)
     screen.print("bye");
   } finally {
     app.stop();
-    opts.log.setSink(writeStderr);
+    opts.log.setSink(writeLogLine);
     try {
       if (rawOn) Deno.stdin.setRaw(false);
     } finally {
@@ -178,8 +178,6 @@ function consoleSize(): { columns: number; rows: number } {
   }
 }
 
-const encoder = new TextEncoder();
-
-function writeStderr(level: string, line: string): void {
-  Deno.stderr.writeSync(encoder.encode(`p2pchat: ${level}: ${line}\n`));
+function writeLogLine(level: string, line: string): void {
+  writeStderr(`p2pchat: ${level}: ${line}\n`);
 }
