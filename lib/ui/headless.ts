@@ -9,6 +9,13 @@ import { setImmediate } from "node:timers";
 import { RuntimeError } from "../cli/errors.ts";
 import { type ChatNode, NodeError } from "../node/chat_node.ts";
 import type { NodeEvent, WithoutTs } from "../node/events.ts";
+import { MAX_TEXT_BYTES } from "../protocol/messages.ts";
+
+/**
+ * Longest command line read, in UTF-16 code units: room for a /send of the longest message with
+ * room to spare; a longer line is dropped with an `error` instead of being held in memory.
+ */
+const MAX_LINE_LENGTH = 4 * MAX_TEXT_BYTES;
 
 /** How long `/quit` waits for commands still running. */
 const QUIT_GRACE_MS = 3_000;
@@ -147,7 +154,15 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
 
   // Whole batches of lines per read: a script piping thousands of commands costs one await per
   // chunk of input, not one per line.
-  const lines = readLineBatches(opts.input ?? Deno.stdin);
+  const lines = readLineBatches(opts.input ?? Deno.stdin, {
+    maxLineLength: MAX_LINE_LENGTH,
+    onOverlong: (head, length) =>
+      error(
+        `line too long: ${length} characters (the limit is ${MAX_LINE_LENGTH}; a message ` +
+          `holds up to ${MAX_TEXT_BYTES} bytes)`,
+        `${head.trim().slice(0, 40)}…`,
+      ),
+  });
   const outputGone = stdout?.failed.then(() => "stop" as const);
   const stopped = [opts.stop?.then(() => "stop" as const), outputGone].filter((p) =>
     p !== undefined
@@ -231,8 +246,21 @@ export async function* readLines(source: LineSource): AsyncGenerator<string> {
   for await (const batch of readLineBatches(source)) yield* batch;
 }
 
+/** Options of {@linkcode readLineBatches}. */
+export interface LineBatchOptions {
+  /**
+   * Longest line kept, in UTF-16 code units (default: unlimited). A longer line is dropped (its
+   * text is not kept past the limit, so memory stays bounded) and reported to `onOverlong` in
+   * its place, in order: after the lines before it have been yielded.
+   */
+  maxLineLength?: number;
+  /** Called for each dropped line with its start (`maxLineLength` units) and its length. */
+  onOverlong?: (head: string, length: number) => void;
+}
+
 /**
  * Splits a byte source into lines, yielding every complete line of each chunk read as one array.
+ * Each chunk's text is scanned once, so a long line costs its length, not its length squared.
  * Leaving early (`return()`) cancels a stream.
  *
  * @example
@@ -240,13 +268,23 @@ export async function* readLines(source: LineSource): AsyncGenerator<string> {
  * for await (const lines of readLineBatches(Deno.stdin)) console.log(lines.length);
  * ```
  */
-export async function* readLineBatches(source: LineSource): AsyncGenerator<string[]> {
+export async function* readLineBatches(
+  source: LineSource,
+  opts: LineBatchOptions = {},
+): AsyncGenerator<string[]> {
   // Read directly, with a streaming decoder: web streams add promise hops (and, for Deno.stdin's
   // readable, a new 64 KiB buffer) to every chunk, and a script that waits for each answer sends
   // a chunk a line.
   const chunks = chunkReader(source);
   const decoder = new TextDecoder();
-  let partial = "";
+  const max = opts.maxLineLength ?? Infinity;
+  // The line being read: its pieces so far (up to `max` units) and its whole length.
+  let pieces: string[] = [];
+  let length = 0;
+  const take = (text: string) => {
+    if (length < max) pieces.push(length + text.length <= max ? text : text.slice(0, max - length));
+    length += text.length;
+  };
   let ended = false;
   try {
     for (;;) {
@@ -255,23 +293,36 @@ export async function* readLineBatches(source: LineSource): AsyncGenerator<strin
         ended = true;
         break;
       }
-      const text = partial + decoder.decode(value, { stream: true });
-      const batch: string[] = [];
+      const text = decoder.decode(value, { stream: true });
+      let batch: string[] = [];
       let start = 0;
       let nl: number;
       while ((nl = text.indexOf("\n", start)) >= 0) {
-        batch.push(stripCr(text.slice(start, nl)));
+        take(text.slice(start, nl));
         start = nl + 1;
+        const line = pieces.length === 1 ? pieces[0] : pieces.join("");
+        const whole = length;
+        pieces.length = 0;
+        length = 0;
+        if (whole <= max) {
+          batch.push(stripCr(line));
+          continue;
+        }
+        // Its report goes after the answers to the lines before it.
+        if (batch.length > 0) yield batch;
+        batch = [];
+        opts.onOverlong?.(line, whole);
       }
-      partial = text.slice(start);
+      if (start < text.length) take(start === 0 ? text : text.slice(start));
       if (batch.length > 0) yield batch;
     }
   } finally {
     // Left early (the consumer stopped): the source is not wanted any more, as with for await.
     await chunks.release(!ended);
   }
-  partial += decoder.decode();
-  if (partial.length > 0) yield [stripCr(partial)];
+  take(decoder.decode());
+  if (length > max) opts.onOverlong?.(pieces.join(""), length);
+  else if (length > 0) yield [stripCr(pieces.join(""))];
 }
 
 /** The next chunk of a source (null at its end), valid until the next read. */

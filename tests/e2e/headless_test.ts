@@ -73,6 +73,11 @@ Deno.test("headless: bad commands get error events and the peer keeps running", 
       assert.ok(e.message.length > 0);
       assert.equal(e.command, line);
     }
+    // A line far over any message is dropped with one error, in its place; the next one counts.
+    await p.command(`/send Bob ${"x".repeat(1 << 20)}`);
+    const long = await p.next((e) => e.type === "error");
+    assert.match(long.message, /^line too long: 1048586 characters/);
+    assert.equal(long.command, `/send Bob ${"x".repeat(30)}…`);
     await p.command("/peers");
     const peers = await p.next((e) => e.type === "peers");
     assert.deepEqual(peers.peers, []);

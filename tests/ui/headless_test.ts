@@ -153,3 +153,45 @@ Deno.test("headless: a chunk of many lines comes as one batch", async () => {
   assert.equal(batches.length, 1);
   assert.deepEqual(batches[0], lines);
 });
+
+Deno.test("headless: a line over the limit is dropped and reported in its place, across chunks", async () => {
+  const long = "/send Bob " + "x".repeat(100);
+  const text = `/peers\n${long}\n/quit\n${"y".repeat(30)}`;
+  const bytes = new TextEncoder().encode(text);
+  for (const size of [1, 7, 64, bytes.length]) {
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < bytes.length; at += size) chunks.push(bytes.slice(at, at + size));
+    const seen: string[] = [];
+    const lines = readLineBatches(streamOf(chunks), {
+      maxLineLength: 20,
+      onOverlong: (head, length) => seen.push(`overlong ${length} ${head}`),
+    });
+    for await (const batch of lines) seen.push(...batch);
+    assert.deepEqual(
+      seen,
+      [
+        "/peers",
+        `overlong ${long.length} ${long.slice(0, 20)}`,
+        "/quit",
+        "overlong 30 " +
+        "y".repeat(20),
+      ],
+      `chunks of ${size}`,
+    );
+  }
+  // At the limit exactly: kept whole, also when it comes in pieces.
+  const exact = "z".repeat(20);
+  const chunks = [...exact + "\n"].map((c) => new TextEncoder().encode(c));
+  const out: string[] = [];
+  for await (const b of readLineBatches(streamOf(chunks), { maxLineLength: 20 })) out.push(...b);
+  assert.deepEqual(out, [exact]);
+});
+
+Deno.test("headless: a long line in many chunks comes whole", async () => {
+  const line = "/send Bob " + "é".repeat(300_000);
+  const bytes = new TextEncoder().encode(line + "\n/peers\n");
+  const chunks: Uint8Array[] = [];
+  // Odd chunk sizes: some cut a character in two.
+  for (let at = 0; at < bytes.length; at += 4099) chunks.push(bytes.slice(at, at + 4099));
+  assert.deepEqual(await collect(chunks), [line, "/peers"]);
+});
