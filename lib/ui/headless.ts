@@ -279,7 +279,7 @@ export async function* readLineBatches(
   const decoder = new TextDecoder();
   const max = opts.maxLineLength ?? Infinity;
   // The line being read: its pieces so far (up to `max` units) and its whole length.
-  let pieces: string[] = [];
+  const pieces: string[] = [];
   let length = 0;
   const take = (text: string) => {
     if (length < max) pieces.push(length + text.length <= max ? text : text.slice(0, max - length));
