@@ -233,7 +233,10 @@ async function readPassphrase(file: string | null): Promise<string | undefined> 
 function stopSignal(): { promise: Promise<void>; dispose: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => resolve = r);
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  // SIGHUP: the terminal went away (its window closed); peers still get their goodbye.
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const s of signals) Deno.addSignalListener(s, resolve);
   return {
     promise,

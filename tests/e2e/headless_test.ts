@@ -89,15 +89,24 @@ Deno.test("headless: bad commands get error events and the peer keeps running", 
   }
 });
 
-Deno.test("headless: SIGTERM quits cleanly with bye", async () => {
-  const p = await PeerProcess.start("Dave");
-  try {
-    assert.equal(await p.kill("SIGTERM"), 0);
-    assert.equal(p.events.at(-1)!.type, "bye");
-  } finally {
-    await p.cleanup();
-  }
-});
+for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+  Deno.test(`headless: ${signal} quits cleanly with bye, and the peer is told goodbye`, async () => {
+    const p = await PeerProcess.start("Dave");
+    const q = await PeerProcess.start("Erin");
+    try {
+      await q.command(`/connect ${p.address}`);
+      await p.waitFor((e) => e.type === "connected");
+      assert.equal(await p.kill(signal), 0);
+      assert.equal(p.events.at(-1)!.type, "bye");
+      const gone = await q.waitFor((e) => e.type === "disconnected");
+      assert.equal(gone.reason, "goodbye");
+    } finally {
+      await p.cleanup();
+      await q.quit();
+      await q.cleanup();
+    }
+  });
+}
 
 Deno.test("cli: bad options exit 2 with one line; a port in use exits 1", async () => {
   const cases: [string[], number, RegExp][] = [

@@ -19,7 +19,7 @@ import { colorWanted, Screen, Style } from "./screen.ts";
 export interface TerminalOptions {
   /** The program's logger: its lines are printed above the prompt while the UI runs. */
   log: Logger;
-  /** Resolves when the program must stop (SIGINT, SIGTERM). */
+  /** Resolves when the program must stop (SIGINT, SIGTERM, SIGHUP). */
   stop: Promise<void>;
   /** Announcement interval (ms): the "nobody heard" hint comes after 3 of them (default 5 s). */
   intervalMs?: number;

@@ -214,6 +214,29 @@ async function runPiped(
   }
 }
 
+Deno.test({
+  name: "tmux: closing the terminal window (SIGHUP) still tells peers goodbye" + NO_TMUX,
+  ignore: !TMUX,
+}, async () => {
+  await withDirs(2, async ([dirA, dirB]) => {
+    const tmux = await Tmux.start();
+    try {
+      const port = discoveryPort();
+      await tmux.spawn("A", peerCommand("Alice", { dataDir: dirA, discoveryPort: port }));
+      await tmux.spawn("B", peerCommand("Bob", { dataDir: dirB, discoveryPort: port }));
+      await tmux.waitFor("B", "Alice is online");
+      await tmux.waitFor("A", "Bob is online");
+      // The window goes: its terminal hangs up on everything running in it.
+      await tmux.run(["kill-session", "-t", "A"]);
+      await tmux.waitFor("B", "Alice went offline (said goodbye)");
+      await tmux.keys("B", "C-d");
+      assert.equal(await tmux.waitExit("B"), 0);
+    } finally {
+      await tmux.close();
+    }
+  });
+});
+
 Deno.test("piped: menu from stdin, plain text out, end of input quits (exit 0)", async () => {
   await withDirs(1, async ([dir]) => {
     // FORCE_COLOR unset and NO_COLOR unset: being piped alone must switch colours off.
