@@ -150,9 +150,7 @@ export function parseCommandLine(
       },
     });
   } catch (e) {
-    throw new UsageError(
-      (e as Error).message.replace(/\. To specify a positional.*$/s, "").split("\n")[0],
-    );
+    throw new UsageError(usageMessage((e as Error).message));
   }
   const v = parsed.values;
   if (v.help) return { command: "help" };
@@ -160,7 +158,7 @@ export function parseCommandLine(
   if (v.name === undefined) throw new UsageError("--name is required (for example --name Alice)");
   if (!isValidName(v.name)) {
     throw new UsageError(
-      `invalid --name "${v.name}": use 1-32 letters, digits, "_", "-" or "." (no spaces)`,
+      `invalid --name "${v.name}": use 1-32 letters, digits, "_", "-" or "." (no spaces, not only dots)`,
     );
   }
   const dataDir = v["data-dir"] ?? defaultDataDir(v.name, env);
@@ -356,4 +354,14 @@ Examples:
 Exit status: 0 ok, 1 runtime error (port in use, unusable data directory, wrong
 passphrase, missing permission), 2 bad command line.
 `;
+}
+
+/** parseArgs' message in our words: one line, naming the option and what to write instead. */
+function usageMessage(message: string): string {
+  const m = /^Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument (missing|is ambiguous)/.exec(
+    message,
+  );
+  if (m?.[2] === "missing") return `${m[1]} needs a value`;
+  if (m) return `${m[1]} needs a value (one that starts with "-" is written ${m[1]}=-…)`;
+  return message.replace(/\. To specify a positional.*$/s, "").split("\n")[0];
 }

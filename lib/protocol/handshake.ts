@@ -184,8 +184,8 @@ export function decodeHello(
 }
 
 /**
- * Is `name` acceptable as a display name? 1 to 32 letters, digits, `_`, `-` or `.`; names carry
- * no spaces so that commands such as `/send NAME TEXT` stay unambiguous.
+ * Is `name` acceptable as a display name? 1 to 32 letters, digits, `_`, `-` or `.`, not only dots;
+ * names carry no spaces so that commands such as `/send NAME TEXT` stay unambiguous.
  *
  * @example
  * ```ts
@@ -194,7 +194,10 @@ export function decodeHello(
  * ```
  */
 export function isValidName(name: string): boolean {
-  return /^[\p{L}\p{N}_.-]{1,32}$/u.test(name) && toUtf8(name).length <= MAX_NAME_BYTES;
+  // Not only dots: the default data directory is named after the name, and "." or ".." would
+  // put it in (or above) the folder that holds everyone's.
+  return /^[\p{L}\p{N}_.-]{1,32}$/u.test(name) && !/^\.+$/.test(name) &&
+    toUtf8(name).length <= MAX_NAME_BYTES;
 }
 
 /**

@@ -111,6 +111,13 @@ Deno.test("args: bad input is a UsageError with a clear message", () => {
     [[], /--name is required/],
     [["--name", ""], /invalid --name/],
     [["--name", "a b"], /invalid --name/],
+    [["--name", ".."], /invalid --name "\.\.": .*not only dots/],
+    [["--name"], /^--name needs a value$/],
+    [
+      ["--name", "A", "--port", "-5"],
+      /^--port needs a value \(one that starts with "-" is written --port=-…\)$/,
+    ],
+    [["--name", "A", "--port=-5"], /--port/],
     [["--name", "A", "--port", "-1"], /--port/],
     [["--name", "A", "--port", "70000"], /--port/],
     [["--name", "A", "--port", "1.5"], /--port/],

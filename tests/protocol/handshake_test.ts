@@ -192,8 +192,11 @@ Deno.test("handshake: a silent peer times out", async () => {
 });
 
 Deno.test("isValidName accepts labels and refuses spaces, control characters, long names", () => {
-  for (const ok of ["Alice", "bob_2", "x", "Zoë", "a.b-c"]) assert.ok(isValidName(ok), ok);
-  for (const bad of ["", "a b", "a\nb", "x".repeat(33), "a/b", "\u0000"]) {
+  for (const ok of ["Alice", "bob_2", "x", "Zoë", "a.b-c", ".x", "._"]) {
+    assert.ok(isValidName(ok), ok);
+  }
+  // Only dots would make the default data directory "." or "..": everyone's folder, or above it.
+  for (const bad of ["", "a b", "a\nb", "x".repeat(33), "a/b", "\u0000", ".", "..", "..."]) {
     assert.ok(!isValidName(bad), JSON.stringify(bad));
   }
 });
