@@ -739,6 +739,18 @@ export class ChatNode {
     const fp = hs.peerKey.fingerprint;
     const host = dialed?.host ?? conn.remote.hostname;
     const port = dialed?.port ?? (hs.peerListenPort || null);
+    // As for announcements (#nameClash): while the pinned key is alive, anyone can present
+    // another key under its name, and that must not hold the real peer's messages or ask the
+    // user to trust it.
+    const live = this.#liveHolder(hs.peerName, fp);
+    if (live !== undefined) {
+      const refusal =
+        `refused a second key ${formatFingerprint(fp)} under the name ${hs.peerName} ` +
+        `(from ${host}): ${hs.peerName} is online with its pinned key ` +
+        formatFingerprint(live.fingerprint);
+      this.#warnClash(fp, refusal);
+      throw new NodeError(refusal);
+    }
     if (!this.#checkTrust(hs.peerName, fp, hs.peerKey.spki, { host, port, heardOnly: false })) {
       throw new NodeError(
         `${hs.peerName} presented a new key ${formatFingerprint(fp)}; ` +
@@ -1169,24 +1181,38 @@ export class ChatNode {
    * as a possible key change again.
    */
   #nameClash(p: HeardPeer): boolean {
-    const live = this.#opts.peers.byName(p.name).find((r) =>
-      !r.retired && r.fingerprint !== p.fingerprint &&
+    const live = this.#liveHolder(p.name, p.fingerprint);
+    if (live === undefined) return false;
+    this.#warnClash(
+      p.fingerprint,
+      `ignoring an announcement from ${p.host} that claims the name ${p.name} with key ` +
+        `${formatFingerprint(p.fingerprint)}: ${p.name} is online with its pinned key ` +
+        `${formatFingerprint(live.fingerprint)}`,
+    );
+    return true;
+  }
+
+  /** Warns about a name clash, once per key. */
+  #warnClash(fp: string, warning: string): void {
+    if (this.#clashWarned.has(fp)) return;
+    // Bounded: a flood of fresh keys must not grow memory; the worst case is a repeated warning.
+    if (this.#clashWarned.size >= 1024) this.#clashWarned.clear();
+    this.#clashWarned.add(fp);
+    this.#log.warn(warning);
+  }
+
+  /**
+   * The pinned key of `name` when it is alive right now (heard on the LAN, or connected) and `fp`
+   * is another key, not pinned itself: then `fp` under that name is a clash, not a key change.
+   */
+  #liveHolder(name: string, fp: string): PeerRecord | undefined {
+    const known = this.#opts.peers.get(fp);
+    // A key already pinned (two peers that share a name) is no clash: #checkTrust accepts it.
+    if (known !== undefined && !known.retired) return undefined;
+    return this.#opts.peers.byName(name).find((r) =>
+      !r.retired && r.fingerprint !== fp &&
       (this.#heard.has(r.fingerprint) || this.#sessions.has(r.fingerprint))
     );
-    const known = this.#opts.peers.get(p.fingerprint);
-    // A key already pinned (two peers that share a name) is no clash: #checkTrust accepts it.
-    if (live === undefined || (known !== undefined && !known.retired)) return false;
-    if (!this.#clashWarned.has(p.fingerprint)) {
-      // Bounded: a flood of fresh keys must not grow memory; the worst case is a repeated warning.
-      if (this.#clashWarned.size >= 1024) this.#clashWarned.clear();
-      this.#clashWarned.add(p.fingerprint);
-      this.#log.warn(
-        `ignoring an announcement from ${p.host} that claims the name ${p.name} with key ` +
-          `${formatFingerprint(p.fingerprint)}: ${p.name} is online with its pinned key ` +
-          `${formatFingerprint(live.fingerprint)}`,
-      );
-    }
-    return true;
   }
 
   #onPeerDown(p: HeardPeer, reason: "timeout" | "goodbye"): void {

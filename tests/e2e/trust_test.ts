@@ -149,3 +149,38 @@ Deno.test("trust: only a key the name offered or held is accepted; PEER may be a
     for (const p of extra) await p.cleanup();
   }
 });
+
+Deno.test("trust: a second key under a connected peer's name is refused, with no key change to answer", async () => {
+  const alice = await PeerProcess.start("Alice");
+  const bob = await PeerProcess.start("Bob");
+  const mallory = await PeerProcess.start("Bob");
+  try {
+    await alice.command(`/connect ${bob.address}`);
+    await alice.waitFor((e) => e.type === "connected" && e.name === "Bob");
+    // Mallory, calling herself Bob with her own key, dials Alice while the real Bob is online.
+    await mallory.command(`/connect ${alice.address}`);
+    await mallory.waitFor((e) => e.type === "error" && e.command?.startsWith("/connect"));
+    await alice.command("/send Bob still you?");
+    await bob.waitFor((e) => e.type === "message" && e.text === "still you?");
+    await alice.waitFor((e) => e.type === "delivered");
+    assert.equal(
+      alice.all("key-changed").length,
+      0,
+      "no key change while the pinned key is online",
+    );
+    assert.match(alice.stderr, /refused a second key .* under the name Bob/);
+    assert.equal(mallory.all("message").length, 0);
+
+    // Once the real Bob is gone, the same key may be a genuine key change: asked, as before.
+    assert.equal(await bob.quit(), 0);
+    await alice.waitFor((e) => e.type === "disconnected" && e.name === "Bob");
+    await mallory.command(`/connect ${alice.address}`);
+    const changed = await alice.waitFor((e) => e.type === "key-changed");
+    assert.deepEqual([changed.old, changed.new], [bob.fingerprint, mallory.fingerprint]);
+  } finally {
+    for (const p of [alice, bob, mallory]) {
+      await p.quit();
+      await p.cleanup();
+    }
+  }
+});
