@@ -242,19 +242,31 @@ export class App {
     if (this.#sending === 0) this.#early.clear();
   }
 
-  /** Asks (y/N) whether to trust `name`'s new key, and trusts it on "y". */
+  /**
+   * Asks (y/N) whether to trust `name`'s new key, and trusts it on "y". The question names the
+   * key (its first 16 digits); a key no longer offered by the time it is asked, or answered, is
+   * not trusted, and a command typed at the question is not taken for an answer.
+   */
   askTrust(name: string, fingerprint: string): Promise<void> {
+    const later = `To accept the new one later: /trust ${name} ${fingerprint}`;
     const ask = async () => {
       if (this.#stopped || this.pendingKey(name) !== fingerprint) return;
       const answer = await this.prompter.readLine(
-        this.style.yellow(`Trust the new key of ${sanitize(name)}? (y/N) `),
+        this.style.yellow(
+          `Trust the new key ${formatFingerprint(fingerprint.slice(0, 16))}… of ` +
+            `${sanitize(name)}? (y/N) `,
+        ),
       );
-      if (answer !== null && /^y(es)?$/i.test(answer.trim())) {
-        await this.trust(name, fingerprint);
-      } else {
-        this.print(
-          `Kept the pinned key. To accept the new one later: /trust ${name} ${fingerprint}`,
+      if (answer !== null && answer.trim().startsWith("/")) {
+        this.error(
+          `That was a command, not an answer: it was not run, and the key was not trusted. ${later}`,
         );
+      } else if (answer === null || !/^y(es)?$/i.test(answer.trim())) {
+        this.print(`Kept the pinned key. ${later}`);
+      } else if (this.pendingKey(name) !== fingerprint) {
+        this.error(`${sanitize(name)} offers another key since: not trusted. See its warning.`);
+      } else {
+        await this.trust(name, fingerprint);
       }
     };
     this.#questions = this.#questions.then(ask, ask);

@@ -16,6 +16,9 @@ import {
 } from "./line_editor.ts";
 import { sanitize, type Screen, stripAnsi } from "./screen.ts";
 
+/** Columns a prompt leaves at least for typing; a longer prompt is shown as "> ". */
+const MIN_INPUT_COLUMNS = 20;
+
 /** Options of {@linkcode Prompter.readLine}. */
 export interface ReadLineOptions {
   /** Earlier lines for Up/Down; the submitted line is appended. */
@@ -244,8 +247,8 @@ export class Prompter {
   #render(columns: number): { line: string; cursorColumn: number } {
     const top = this.#stack.at(-1);
     if (!top) return { line: "", cursorColumn: 0 };
-    // On a very narrow terminal a long prompt would wrap: fall back to a short one.
-    const narrow = top.promptWidth > columns / 2;
+    // A prompt that leaves too little room to type in would wrap: fall back to a short one.
+    const narrow = top.promptWidth > columns - MIN_INPUT_COLUMNS;
     const prompt = narrow ? "> " : top.prompt;
     const width = narrow ? 2 : top.promptWidth;
     const win = visibleWindow(top.editor.chars, top.editor.cursor, columns - width - 1);

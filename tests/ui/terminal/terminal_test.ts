@@ -333,7 +333,7 @@ Deno.test("interactive: key change asks (y/N) and the typed line comes back", as
     await h.waitFor("── chat with Bob");
     h.keys.type("draft");
     h.node.emit({ type: "key-changed", name: "Bob", old: FP_BOB, new: FP_BOB2 });
-    await h.waitFor("Trust the new key of Bob? (y/N) ");
+    await h.waitFor("Trust the new key b222 b222 b222 b222… of Bob? (y/N) ");
     assert.ok(h.out().includes("b222 b222 b222"), "new fingerprint shown");
     assert.ok(h.out().includes("b0b0 b0b0 b0b0"), "old fingerprint shown");
     h.keys.type("y\r");
@@ -342,10 +342,27 @@ Deno.test("interactive: key change asks (y/N) and the typed line comes back", as
     await until(() => h.vt.currentLine() === "Bob> draft", () => h.out());
     // A "no" leaves the key alone and says how to trust later.
     h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_BOB2 });
-    await h.waitFor("Trust the new key of Carol? (y/N) ");
+    await h.waitFor("Trust the new key b222 b222 b222 b222… of Carol? (y/N) ");
     h.keys.type("\r");
     await h.waitFor("To accept the new one later: /trust Carol b222b222");
     assert.equal(h.node.trusted.length, 1);
+    // A command typed at the question is no answer: not run, not trusted, and said so.
+    h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_BOB2 });
+    await h.waitFor(/Trust the new key b222 b222 b222 b222… of Carol\? \(y\/N\) $/);
+    h.keys.type("/send Carol hi\r");
+    await h.waitFor("That was a command, not an answer: it was not run");
+    assert.equal(h.node.trusted.length, 1);
+    assert.equal(h.node.sent.length, 0);
+    // A key replaced while its question is up is not trusted by a late "y".
+    h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_BOB2 });
+    await h.waitFor(/Trust the new key b222 b222 b222 b222… of Carol\? \(y\/N\) $/);
+    h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_CAROL });
+    h.keys.type("y\r");
+    await h.waitFor("Carol offers another key since: not trusted");
+    assert.equal(h.node.trusted.length, 1);
+    // ...and the key offered now gets its own question.
+    await h.waitFor(/Trust the new key ca01 ca01 ca01 ca01… of Carol\? \(y\/N\) $/);
+    h.keys.type("n\r");
     await until(
       () => h.vt.currentLine() === "Bob> draft",
       () => JSON.stringify([h.vt.cursor, h.vt.lines().slice(-3)]),
@@ -459,5 +476,20 @@ Deno.test("the node starts once the UI listens: messages shown at start (stored 
     assert.ok(notice >= 0 && notice < h.out().indexOf("p2pchat> "), h.out());
   } finally {
     await finish(h);
+  }
+});
+
+Deno.test("interactive: on an 80-column terminal the picker's question stays on its input line", async () => {
+  for (
+    const [columns, want] of [[80, "Chat with (number or name, Enter to go back)> "], [40, "> "]]
+  ) {
+    const h = start({ interactive: true, columns: () => columns as number });
+    try {
+      await h.waitFor("p2pchat> ");
+      h.keys.type("1\r");
+      await until(() => h.vt.currentLine() === want, () => `${columns}: ${h.vt.currentLine()}`);
+    } finally {
+      await finish(h);
+    }
   }
 });
