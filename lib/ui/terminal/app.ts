@@ -10,6 +10,7 @@ import { formatFingerprint } from "../../crypto/identity.ts";
 import type { LogLevel } from "../../log.ts";
 import { type ChatNode, NodeError } from "../../node/chat_node.ts";
 import type { NodeEvent } from "../../node/events.ts";
+import { MAX_TEXT_BYTES } from "../../protocol/messages.ts";
 import {
   chatLine,
   keyChangeText,
@@ -103,7 +104,7 @@ export class App {
   #sending = 0;
   #known = new Set<string>();
   #heardAny = false;
-  #pendingKeys = new Map<string, { old: string; new: string }>();
+  #pendingKeys = new Map<string, { old: string; new: string; hinted?: boolean }>();
   #questions: Promise<void> = Promise.resolve();
   #unsubscribe: (() => void) | null = null;
   #hintTimer: ReturnType<typeof setTimeout> | null = null;
@@ -221,6 +222,13 @@ export class App {
    * node reports it (sending → queued/sent → delivered).
    */
   async send(peer: PeerRef, text: string): Promise<void> {
+    // Encoded only when it might be over (3 bytes at most per UTF-16 unit).
+    const bytes = text.length * 3 <= MAX_TEXT_BYTES ? 0 : encoder.encode(text).length;
+    if (bytes > MAX_TEXT_BYTES) {
+      // Refused before it is printed: a pasted megabyte would otherwise fill the screen first.
+      this.error(`not sent: message too long (${bytes} bytes; the limit is ${MAX_TEXT_BYTES})`);
+      return;
+    }
     const line: OutLine = { ref: { seq: 0 }, to: peer, at: Date.now(), text, state: "sending" };
     line.ref = this.screen.print(this.#outText(line));
     this.#sending++;
@@ -360,6 +368,17 @@ export class App {
         } else if (e.type === "delivered") {
           this.print(s.green(`✓✓ ${sanitize(e.to)} received a message you had queued earlier`));
         }
+        const held = e.type === "queued" ? this.#pendingKeys.get(e.to) : undefined;
+        if (held !== undefined && !held.hinted) {
+          // Queued because of the key change, not because the peer is away: say what frees it.
+          held.hinted = true;
+          this.print(
+            s.yellow(
+              `Messages to ${sanitize(e.to)} wait until you accept its new key (compare ` +
+                `fingerprints first): /trust ${e.to} ${held.new}`,
+            ),
+          );
+        }
         return;
       }
       default:
@@ -396,3 +415,5 @@ export class App {
     );
   }
 }
+
+const encoder = new TextEncoder();

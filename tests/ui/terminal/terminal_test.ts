@@ -493,3 +493,36 @@ Deno.test("interactive: on an 80-column terminal the picker's question stays on 
     }
   }
 });
+
+Deno.test("interactive: a message over the limit is refused before it is printed", async () => {
+  const h = start({ interactive: true });
+  try {
+    h.keys.type("/chat Bob\r");
+    await h.waitFor("── chat with Bob");
+    h.keys.type("é".repeat(40_000) + "\r");
+    await h.waitFor("not sent: message too long (80000 bytes; the limit is 65536)");
+    assert.equal(h.node.sent.length, 0);
+    assert.ok(!h.out().includes("éééé"), "the text was not printed");
+    h.keys.type("é".repeat(30_000) + "\r");
+    await until(() => h.node.sent.length === 1, () => h.out().slice(-300));
+  } finally {
+    await finish(h);
+  }
+});
+
+Deno.test("interactive: a message held by a key change says what frees it, once", async () => {
+  const h = start({ interactive: false });
+  h.node.autoSent = false;
+  try {
+    h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_BOB2 });
+    await h.waitFor(`/trust Carol ${FP_BOB2}`);
+    for (const id of ["q1", "q2"]) {
+      h.node.emit({ type: "queued", id, to: "Carol", fingerprint: FP_CAROL });
+    }
+    await h.waitFor("Messages to Carol wait until you accept its new key");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(h.out().match(/Messages to Carol wait/g)?.length, 1);
+  } finally {
+    await finish(h);
+  }
+});
