@@ -74,7 +74,8 @@ export function parseCommand(line: string): HeadlessCommand | null {
       if (args.length < 1 || args.length > 2) {
         throw new CommandError("usage: /history PEER [LIMIT]");
       }
-      const limit = args.length === 2 ? Number(args[1]) : 50;
+      // Digits only: Number() would also take "1e2", "0x10" or "+5".
+      const limit = args.length === 2 ? (/^\d{1,6}$/.test(args[1]) ? Number(args[1]) : NaN) : 50;
       if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) {
         throw new CommandError("LIMIT must be a whole number from 1 to 100000");
       }
@@ -85,6 +86,7 @@ export function parseCommand(line: string): HeadlessCommand | null {
       return { kind: "trust", peer: args[0], fingerprint: args[1] };
     case "/quit":
     case "/exit":
+      if (args.length !== 0) throw new CommandError(`usage: ${head}`);
       return { kind: "quit" };
     default:
       throw new CommandError(

@@ -29,6 +29,11 @@ Deno.test("headless: commands parse", () => {
   assert.deepEqual(parseCommand("/peers"), { kind: "peers" });
   assert.deepEqual(parseCommand("/history Bob"), { kind: "history", peer: "Bob", limit: 50 });
   assert.deepEqual(parseCommand("/history Bob 7"), { kind: "history", peer: "Bob", limit: 7 });
+  assert.deepEqual(parseCommand("/history Bob 100000"), {
+    kind: "history",
+    peer: "Bob",
+    limit: 100_000,
+  });
   assert.deepEqual(parseCommand("/trust Bob abcd"), {
     kind: "trust",
     peer: "Bob",
@@ -64,7 +69,13 @@ Deno.test("headless: bad commands are CommandErrors", () => {
       "/history",
       "/history Bob 0",
       "/history Bob x",
+      "/history Bob 1e2",
+      "/history Bob 0x10",
+      "/history Bob +5",
+      "/history Bob 100001",
       "/trust Bob",
+      "/quit now please",
+      "/exit 1",
     ]
   ) {
     assert.throws(() => parseCommand(line), CommandError, line);
