@@ -159,7 +159,7 @@ export class ChatNode {
   #opts: ChatNodeOptions;
   #limits: NodeLimits;
   #log: Logger;
-  #listeners = new Map<(e: NodeEvent) => void, (() => boolean) | undefined>();
+  #listeners = new Map<(e: NodeEvent) => void, ListenerOutput>();
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
@@ -223,6 +223,11 @@ export class ChatNode {
    * stdout went away): the node then takes back the record, so those messages are shown at the
    * next start, and removes the listener, so later messages wait for the next start too.
    *
+   * `congested` tells that the output's last writes blocked (a reader slower than us): a write
+   * may then block for long, and a kill during it would lose what was recorded before it. While
+   * it is true, the node flushes first and records after, in slices small enough for one atomic
+   * pipe write (see #show).
+   *
    * @example
    * ```ts
    * const unsubscribe = node.subscribe((e) => lines.push(JSON.stringify(e)), {
@@ -230,8 +235,8 @@ export class ChatNode {
    * });
    * ```
    */
-  subscribe(listener: (e: NodeEvent) => void, opts: { flush?: () => boolean } = {}): () => void {
-    this.#listeners.set(listener, opts.flush);
+  subscribe(listener: (e: NodeEvent) => void, opts: ListenerOutput = {}): () => void {
+    this.#listeners.set(listener, opts);
     return () => this.#listeners.delete(listener);
   }
 
@@ -1265,8 +1270,9 @@ export class ChatNode {
    * every listener that buffers its output write it at once. A process killed right after a
    * message was seen (its line read from stdout) never shows it again; the price is the few
    * microseconds between the record and the write, in which a kill leaves a recorded message
-   * unshown (it stays in the history). Messages stored and never recorded are shown at the next
-   * start (see {@linkcode start}).
+   * unshown (it stays in the history). On a congested output the order is the other way round
+   * (see below). Messages stored and never recorded are shown at the next start (see
+   * {@linkcode start}).
    */
   #show(
     messages: { id: string; peerName: string; peer: string; text: string; sentAt: number }[],
@@ -1274,10 +1280,16 @@ export class ChatNode {
     // Nobody to show them to (a UI that has not subscribed yet): they stay unshown, for the next
     // start, rather than being recorded unseen.
     if (messages.length === 0 || this.#listeners.size === 0) return;
-    // In slices, so that a write that blocks (a reader that stopped reading) when the process is
-    // killed can leave at most one slice recorded and not written.
-    for (let i = 0; i < messages.length; i += SHOW_SLICE) {
-      const slice = messages.slice(i, i + SHOW_SLICE);
+    // A congested output (its writes block): write first and record after, so that a kill during
+    // a blocked write leaves the slice unrecorded, to be shown at the next start. A slice is then
+    // small enough for one atomic pipe write (all of it reaches the reader, or none), and what
+    // was queued before goes out first, in a write of its own. The price is the moment between a
+    // write and its record, in which a kill shows the slice again.
+    const congested = [...this.#listeners.values()].some((o) => o.congested?.() ?? false);
+    if (congested && !this.#flushListeners()) return;
+    const size = congested ? CONGESTED_SHOW_SLICE : SHOW_SLICE;
+    for (let i = 0; i < messages.length; i += size) {
+      const slice = messages.slice(i, i + size);
       for (const m of slice) {
         this.#emit({
           type: "message",
@@ -1290,23 +1302,44 @@ export class ChatNode {
       }
       // The lines are ready: the record and the write follow each other with nothing between.
       const ids = slice.map((m) => m.id);
-      this.#track(this.#opts.history.markShown(ids));
-      let shown = false;
-      for (const [listener, flush] of [...this.#listeners]) {
-        if (flush === undefined || flush()) shown = true;
-        else this.#listeners.delete(listener);
-      }
+      if (!congested) this.#track(this.#opts.history.markShown(ids));
+      const shown = this.#flushListeners();
+      if (shown && congested) this.#track(this.#opts.history.markShown(ids));
       if (!shown) {
         // Nobody saw them: they wait for the next start, with everything stored after them.
-        this.#track(this.#opts.history.unmarkShown(ids));
+        if (!congested) this.#track(this.#opts.history.unmarkShown(ids));
         if (this.#listeners.size === 0) return;
       }
     }
+  }
+
+  /** Flushes every listener's output; drops those whose output is gone. True if one showed. */
+  #flushListeners(): boolean {
+    let shown = false;
+    for (const [listener, { flush }] of [...this.#listeners]) {
+      if (flush === undefined || flush()) shown = true;
+      else this.#listeners.delete(listener);
+    }
+    return shown;
   }
 }
 
 /** Messages shown per record-and-write step (see #show). */
 const SHOW_SLICE = 64;
+
+/**
+ * Messages shown per write-and-record step on a congested output: 8 lines of short messages
+ * (about 300 bytes each) stay within one atomic pipe write (PIPE_BUF, 4096 bytes on Linux).
+ */
+const CONGESTED_SHOW_SLICE = 8;
+
+/** How a listener's output is flushed and whether it is congested (see ChatNode.subscribe). */
+export interface ListenerOutput {
+  /** Writes what the listener buffered; false when the output is gone. */
+  flush?: () => boolean;
+  /** True while the output's writes block (its reader is slower than we are). */
+  congested?: () => boolean;
+}
 
 /** Connections beyond maxConnections that only our own dials may use. */
 const DIAL_RESERVE = 32;

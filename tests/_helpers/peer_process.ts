@@ -228,6 +228,9 @@ export class PeerProcess {
         // Already gone.
       }
     }
+    // A SIGKILLed peer dies without reading on: wait for that first, so that a write it was
+    // blocked in cannot complete in the moment between the signal and its death because we read.
+    if (signal === "SIGKILL") await this.#status;
     // What the peer wrote before it died is still in the pipe: read it to the end.
     this.resumeOutput();
     return await this.#finish();

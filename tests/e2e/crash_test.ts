@@ -374,3 +374,64 @@ Deno.test("crash safety: a receiver killed while its stdout is blocked shows not
     await Deno.remove(bobDir, { recursive: true });
   }
 });
+
+Deno.test("crash safety: a receiver killed in a blocked write to a slow reader shows each message once", async () => {
+  const bobDir = await Deno.makeTempDir({ prefix: "p2pchat-Bob-" });
+  const port = freePort();
+  const peers: PeerProcess[] = [];
+  try {
+    const first = await PeerProcess.start("Bob", { dataDir: bobDir, port });
+    peers.push(first);
+    const alice = await PeerProcess.start("Alice");
+    peers.push(alice);
+    await alice.command(`/connect 127.0.0.1:${port}`);
+    await alice.waitFor((e) => e.type === "connected");
+
+    // A reader that drains Bob's stdout, but slower than he writes: his writes block now and
+    // then, each time until the reader comes back.
+    const total = 3000;
+    const texts = Array.from({ length: total }, (_, i) => `${label(i)} ${"x".repeat(150)}`);
+    for (const text of texts) await alice.command(`/send Bob ${text}`);
+    while (first.all("message").length < total / 3) {
+      first.pauseOutput();
+      await sleep(30);
+      first.resumeOutput();
+      await sleep(2);
+    }
+    // Then it stops reading until Bob is stuck in a write (Alice hears no new `delivered`),
+    // and Bob is killed there.
+    first.pauseOutput();
+    let last = -1;
+    for (let n = alice.all("delivered").length; n !== last; n = alice.all("delivered").length) {
+      last = n;
+      await sleep(500);
+    }
+    assert.ok(last < total, `${last} of ${total} delivered before Bob got stuck`);
+    await first.kill("SIGKILL"); // reads what the pipe still holds
+    const shownFirst = first.all("message").map((e) => e.id);
+
+    const second = await PeerProcess.start("Bob", { dataDir: bobDir, port });
+    peers.push(second);
+    await alice.command(`/connect 127.0.0.1:${port}`);
+    const deadline = Date.now() + 30_000;
+    while (alice.all("delivered").length < total) {
+      assert.ok(Date.now() < deadline, `${alice.all("delivered").length} of ${total} delivered`);
+      await sleep(100);
+    }
+    assert.equal(await second.quit(), 0);
+    const storedIds = (await storedHistory("Bob", bobDir, "Alice")).map((m) => m.id);
+    assert.equal(storedIds.length, total);
+    // The blocked write was not recorded as shown, so the second Bob shows it: nothing is lost
+    // (not even the slice a paused reader costs, above) and nothing comes twice.
+    const all = [...shownFirst, ...second.all("message").map((e) => e.id)];
+    assert.equal(new Set(all).size, all.length, "a message shown twice");
+    assert.deepEqual(storedIds.filter((id) => !all.includes(id)), [], "stored but never shown");
+    console.log(
+      `${shownFirst.length} shown by the first Bob, ${all.length - shownFirst.length} ` +
+        "by the second",
+    );
+  } finally {
+    for (const p of peers) await p.cleanup();
+    await Deno.remove(bobDir, { recursive: true });
+  }
+});
