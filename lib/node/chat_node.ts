@@ -1287,9 +1287,9 @@ export class ChatNode {
     // write and its record, in which a kill shows the slice again.
     const congested = [...this.#listeners.values()].some((o) => o.congested?.() ?? false);
     if (congested && !this.#flushListeners()) return;
-    const size = congested ? CONGESTED_SHOW_SLICE : SHOW_SLICE;
-    for (let i = 0; i < messages.length; i += size) {
-      const slice = messages.slice(i, i + size);
+    for (let i = 0, end = 0; i < messages.length; i = end) {
+      end = congested ? atomicSliceEnd(messages, i) : Math.min(messages.length, i + SHOW_SLICE);
+      const slice = messages.slice(i, end);
       for (const m of slice) {
         this.#emit({
           type: "message",
@@ -1327,11 +1327,39 @@ export class ChatNode {
 /** Messages shown per record-and-write step (see #show). */
 const SHOW_SLICE = 64;
 
+/** Bytes a pipe writes atomically (PIPE_BUF on Linux): all of them reach the reader, or none. */
+const ATOMIC_WRITE_BYTES = 4096;
+
 /**
- * Messages shown per write-and-record step on a congested output: 8 lines of short messages
- * (about 300 bytes each) stay within one atomic pipe write (PIPE_BUF, 4096 bytes on Linux).
+ * A `message` line's bytes besides its text and sender name, at most: keys and punctuation (79,
+ * and the newline), id (32), fingerprint (64), two times (13 digits each until the year 2286).
  */
-const CONGESTED_SHOW_SLICE = 8;
+const MESSAGE_LINE_OVERHEAD = 80 + 32 + 64 + 26;
+
+/**
+ * Where a slice starting at `start` ends so that its `message` lines fit into one atomic pipe
+ * write (at least one message, however long). Estimated from above: a text of printable ASCII
+ * takes its length, anything else up to 6 bytes a unit (`\u001f`).
+ */
+function atomicSliceEnd(
+  messages: readonly { text: string; peerName: string }[],
+  start: number,
+): number {
+  let bytes = 0;
+  let end = start;
+  while (end < messages.length) {
+    const { text, peerName } = messages[end];
+    // A name is letters, digits and "_.-": never escaped, at most 3 bytes a UTF-16 unit.
+    const line = MESSAGE_LINE_OVERHEAD + peerName.length * 3 +
+      (PRINTABLE_ASCII.test(text) ? text.length : text.length * 6);
+    if (end > start && bytes + line > ATOMIC_WRITE_BYTES) break;
+    bytes += line;
+    end++;
+  }
+  return end;
+}
+
+const PRINTABLE_ASCII = /^[\x20-\x21\x23-\x5b\x5d-\x7e]*$/;
 
 /** How a listener's output is flushed and whether it is congested (see ChatNode.subscribe). */
 export interface ListenerOutput {

@@ -688,10 +688,15 @@ export class HistoryStore {
     const above = JSON.stringify([...this.#shownAbove]);
     if (through === this.#shownThrough && above === this.#savedAbove) return;
     try {
-      inTransaction(this.#db, () => {
+      if (above === this.#savedAbove) {
+        // The usual case (messages shown in order): one statement, its own transaction.
         this.#saveShown.run(String(through), "shown_through");
-        this.#saveShown.run(above, "shown_above");
-      });
+      } else {
+        inTransaction(this.#db, () => {
+          this.#saveShown.run(String(through), "shown_through");
+          this.#saveShown.run(above, "shown_above");
+        });
+      }
       this.#shownThrough = through;
       this.#savedAbove = above;
     } catch (e) {
