@@ -28,10 +28,15 @@ export interface ConversationDump {
 }
 
 /**
- * Collects the conversations to print: the one with `opts.peer` (a name or a fingerprint prefix
- * of 8+ hex digits), or every conversation, each limited to its last `opts.limit` messages.
+ * Collects the conversations to print: those with `opts.peer` (a name: a conversation per key
+ * that name has had, e.g. before and after a key change; or a fingerprint prefix of 8+ hex
+ * digits), or every conversation, each limited to its last `opts.limit` messages.
  *
- * @throws {RuntimeError} when `opts.peer` matches no conversation, or more than one.
+ * @throws {RuntimeError} when `opts.peer` matches no conversation, or is a prefix of several.
+ * @example
+ * ```ts
+ * const dumps = await collectHistory(history, peers, { peer: "Bob", limit: 20 });
+ * ```
  */
 export async function collectHistory(
   history: HistoryStore,
@@ -51,7 +56,8 @@ export async function collectHistory(
       chosen = conversations.filter((c) => c.fingerprint.startsWith(q));
     }
     if (chosen.length === 0) throw new RuntimeError(`no conversation with "${opts.peer}"`);
-    if (chosen.length > 1) {
+    // Several under one name are that name's keys: each is printed with its fingerprint.
+    if (chosen.length > 1 && !chosen.every((c) => c.name === chosen[0].name)) {
       throw new RuntimeError(
         `"${opts.peer}" matches ${chosen.length} peers; use a fingerprint prefix: ` +
           chosen.map((c) => c.fingerprint.slice(0, 8)).join(", "),

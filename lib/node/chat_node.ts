@@ -544,13 +544,25 @@ export class ChatNode {
   }
 
   /**
-   * The last `limit` messages with the peer named by `query`, oldest first.
+   * The last `limit` messages with the peer named by `query`, oldest first. The conversation
+   * includes the keys that name had before a key change the user accepted (retired keys), but for
+   * the messages moved from them to the new key; a fingerprint prefix of a retired key gives
+   * that key's messages alone.
    *
    * @throws {NodeError} for an unknown or ambiguous peer.
    */
   async history(query: string, limit = 50): Promise<{ peer: string; messages: HistoryEntry[] }> {
-    const record = this.resolvePeer(query);
-    const rows = await this.#opts.history.history(record.fingerprint, { limit });
+    const record = this.#historyPeer(query);
+    let rows = await this.#opts.history.history(record.fingerprint, { limit });
+    if (!record.retired) {
+      for (const old of this.#opts.peers.byName(record.name)) {
+        if (!old.retired || old.fingerprint === record.fingerprint) continue;
+        const earlier = (await this.#opts.history.history(old.fingerprint, { limit }))
+          // Failed is what /trust moved to the new key: its copy there stands for it.
+          .filter((m) => !(m.direction === "out" && m.state === "failed"));
+        rows = mergeBySentAt(earlier, rows).slice(-limit);
+      }
+    }
     return {
       peer: record.name,
       messages: rows.map((m: StoredMessage) => ({
@@ -561,6 +573,20 @@ export class ChatNode {
         state: m.state,
       })),
     };
+  }
+
+  /** The peer `/history` is about: as {@linkcode resolvePeer}, or a retired key by prefix. */
+  #historyPeer(query: string): PeerRecord {
+    try {
+      return this.resolvePeer(query);
+    } catch (e) {
+      const hex = query.trim().toLowerCase().replaceAll(/[\s:]/g, "");
+      if (!(e instanceof NodeError) || !/^[0-9a-f]{8,64}$/.test(hex)) throw e;
+      // Only retired keys are left to match: resolvePeer knows every current one.
+      const matches = this.#opts.peers.all().filter((r) => r.fingerprint.startsWith(hex));
+      if (matches.length !== 1) throw e;
+      return matches[0];
+    }
   }
 
   /**
@@ -1449,4 +1475,16 @@ function toBase64(bytes: Uint8Array): string {
   let bin = "";
   for (const b of bytes) bin += String.fromCharCode(b);
   return btoa(bin);
+}
+
+/** Two lists each in order of sending merged into one, oldest first (`a` first on ties). */
+function mergeBySentAt<T extends { sentAt: number }>(a: readonly T[], b: readonly T[]): T[] {
+  const out: T[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && a[i].sentAt <= b[j].sentAt)) out.push(a[i++]);
+    else out.push(b[j++]);
+  }
+  return out;
 }

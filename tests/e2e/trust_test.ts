@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PeerProcess } from "../_helpers/peer_process.ts";
+import { PeerProcess, runMain } from "../_helpers/peer_process.ts";
 
 Deno.test("trust on first use: a changed key is refused until /trust, then held messages go", async () => {
   const alice = await PeerProcess.start("Alice");
@@ -8,6 +8,8 @@ Deno.test("trust on first use: a changed key is refused until /trust, then held 
   try {
     await alice.command(`/connect ${bob.address}`);
     await alice.waitFor((e) => e.type === "connected" && e.name === "Bob");
+    await alice.command("/send Bob hello old Bob");
+    await alice.waitFor((e) => e.type === "delivered");
     const oldFp = bob.fingerprint;
     await bob.quit();
     await bob.cleanup();
@@ -43,10 +45,41 @@ Deno.test("trust on first use: a changed key is refused until /trust, then held 
     assert.equal(msg.text, "are you really Bob?");
     await alice.waitFor((e) => e.type === "delivered" && e.fingerprint === bob.fingerprint);
 
+    // Bob's history is one conversation across the key change, the moved message once; the
+    // old key's own messages by its fingerprint prefix.
+    const history = async (peer: string) => {
+      await alice.command(`/history ${peer}`);
+      const h = await alice.next((e) => e.type === "history" || e.type === "error");
+      return h.messages?.map((m: { text: string; state: string }) => `${m.text} ${m.state}`) ?? h;
+    };
+    assert.deepEqual(await history("Bob"), [
+      "hello old Bob delivered",
+      "are you really Bob? delivered",
+    ]);
+    assert.deepEqual(await history(oldFp.slice(0, 8)), [
+      "hello old Bob delivered",
+      "are you really Bob? failed",
+    ]);
+
     await alice.command("/peers");
     const peers = await alice.next((e) => e.type === "peers");
     assert.equal(peers.peers.length, 1);
     assert.equal(peers.peers[0].fingerprint, bob.fingerprint);
+
+    // `p2pchat history --peer Bob`: a conversation per key Bob has had, each with its key.
+    assert.equal(await alice.quit(), 0);
+    const r = await runMain([
+      ...["history", "--name", "Alice", "--data-dir", alice.dataDir, "--peer", "Bob", "--json"],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const dumps = JSON.parse(r.stdout) as { peer: string; fingerprint: string }[];
+    assert.deepEqual(
+      dumps.map((d) => [d.peer, d.fingerprint]).sort(),
+      [
+        ["Bob", bob.fingerprint],
+        ["Bob", oldFp],
+      ].sort(),
+    );
   } finally {
     await alice.quit();
     await alice.cleanup();
