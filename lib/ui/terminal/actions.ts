@@ -18,16 +18,22 @@ export type Outcome = { kind: "quit" } | { kind: "chat"; peer: PeerRef } | null;
 /** The user ended input (Ctrl-D, Ctrl-C) or the program is stopping. */
 export const QUIT: Outcome = { kind: "quit" };
 
+/** Is `x` a picked peer (rather than an outcome of the picker)? */
+export function isPeer(x: PeerRef | Outcome): x is PeerRef {
+  return x !== null && "fingerprint" in x;
+}
+
 /**
  * Lets the user pick a peer by number (from a numbered list) or by name / fingerprint prefix.
- * Returns null when the user goes back (empty line) and "quit" when input ended.
+ * Returns null when the user goes back (empty line, or `exit`), QUIT when input ended, and for
+ * a slash command typed instead the outcome of running it.
  *
  * @example
  * ```ts
  * const peer = await pickPeer(app, "Chat with");
  * ```
  */
-export async function pickPeer(app: App, purpose: string): Promise<PeerRef | null | "quit"> {
+export async function pickPeer(app: App, purpose: string): Promise<PeerRef | Outcome> {
   const rows = app.peerRows();
   if (rows.length === 0) {
     app.print(
@@ -49,9 +55,12 @@ export async function pickPeer(app: App, purpose: string): Promise<PeerRef | nul
       history: app.menuHistory,
       complete: (l, c) => completeWord(l, c, app.peerNames()),
     });
-    if (line === null) return "quit";
+    if (line === null) return QUIT;
     const t = line.trim();
     if (t === "") return null;
+    // Slash commands work here too (the picker is left for them, as with Enter).
+    if (t.startsWith("/")) return await runCommand(app, t, null);
+    if (/^(exit|quit|q)$/i.test(t) && !app.peerNames().includes(t)) return null;
     if (/^\d+$/.test(t)) {
       const n = Number(t);
       if (n >= 1 && n <= rows.length) {
@@ -143,6 +152,7 @@ export async function connect(app: App, target: string | null): Promise<Outcome>
     if (line === null) return QUIT;
     target = line.trim();
     if (target === "") return null;
+    if (target.startsWith("/")) return await runCommand(app, target, null);
   }
   let addr = target;
   if (/^\d+$/.test(target)) {
@@ -215,15 +225,14 @@ export async function runCommand(
       return await connect(app, cmd.target);
     case "chat": {
       const peer = cmd.peer === null ? await pickPeer(app, "Chat with") : resolve(app, cmd.peer);
-      if (peer === "quit") return QUIT;
-      return peer ? { kind: "chat", peer } : null;
+      return isPeer(peer) ? { kind: "chat", peer } : peer;
     }
     case "history": {
-      let peer: PeerRef | null | "quit" = chatPeer;
+      let peer: PeerRef | Outcome = chatPeer;
       if (cmd.peer !== null) peer = resolve(app, cmd.peer);
       else if (peer === null) peer = await pickPeer(app, "History with");
-      if (peer === "quit") return QUIT;
-      if (peer) await showHistory(app, peer, cmd.limit);
+      if (!isPeer(peer)) return peer;
+      await showHistory(app, peer, cmd.limit);
       return null;
     }
     case "send": {

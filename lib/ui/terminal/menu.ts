@@ -8,6 +8,7 @@
 import {
   completeLine,
   connect,
+  isPeer,
   type Outcome,
   pickPeer,
   QUIT,
@@ -64,16 +65,15 @@ async function menuChoice(app: App, choice: string): Promise<Outcome | "bad"> {
   switch (choice) {
     case "1": {
       const peer = await pickPeer(app, "Chat with");
-      if (peer === "quit") return QUIT;
-      return peer ? { kind: "chat", peer } : null;
+      return isPeer(peer) ? { kind: "chat", peer } : peer;
     }
     case "2":
       showPeers(app);
       return null;
     case "3": {
       const peer = await pickPeer(app, "History with");
-      if (peer === "quit") return QUIT;
-      if (peer) await showHistory(app, peer);
+      if (!isPeer(peer)) return peer;
+      await showHistory(app, peer);
       return null;
     }
     case "4":

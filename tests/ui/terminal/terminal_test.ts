@@ -526,3 +526,25 @@ Deno.test("interactive: a message held by a key change says what frees it, once"
     await finish(h);
   }
 });
+
+Deno.test("piped: slash commands and exit work at the pickers and the address prompt", async () => {
+  const h = start({ interactive: false });
+  try {
+    await h.waitFor("p2pchat> ");
+    h.keys.type("1\n/peers\n");
+    await h.waitFor("Peers: 2 active, 2 known");
+    h.keys.type("3\nexit\n");
+    await until(
+      () => h.out().split("History with").length === 2 && /p2pchat> $/.test(h.out()),
+      h.out,
+    );
+    assert.ok(!h.out().includes('unknown peer "exit"'), h.out());
+    h.keys.type("4\n/help\n");
+    await h.waitFor("/trust [PEER] [FINGERPRINT]");
+    assert.deepEqual(h.node.connects, [], "a command is not an address");
+    h.keys.type("1\n/chat Carol\n");
+    await h.waitFor("── chat with Carol");
+  } finally {
+    await finish(h);
+  }
+});
