@@ -151,6 +151,8 @@ export class Screen {
   #recent: { seq: number; rows: number }[] = [];
   /** Plain mode: a prompt was written without its line end. */
   #midLine = false;
+  /** The width the lines in #recent were measured at. */
+  #width = 0;
 
   /**
    * Makes a screen; nothing is written until something is printed.
@@ -185,6 +187,7 @@ export class Screen {
    */
   print(text: string): LineRef {
     const lines = text.split("\n");
+    this.#checkWidth();
     if (!this.#interactive) {
       this.#write((this.#midLine ? "\n" : "") + lines.join("\n") + "\n");
       this.#midLine = false;
@@ -201,6 +204,7 @@ export class Screen {
    */
   update(ref: LineRef, text: string): boolean {
     if (!this.#interactive || text.includes("\n")) return false;
+    this.#checkWidth();
     const at = this.#recent.findIndex((l) => l.seq === ref.seq);
     if (at < 0) return false;
     const line = this.#recent[at];
@@ -273,6 +277,18 @@ export class Screen {
     this.#recent.push({ seq: ++this.#seq, rows: this.#rowsOf(line) });
     // Only lines still on screen can be rewritten.
     if (this.#recent.length > 200) this.#recent.splice(0, this.#recent.length - 200);
+  }
+
+  /**
+   * After a resize the terminal has wrapped (or cut) the lines already on screen its own way:
+   * where they are is no longer known, so none of them is rewritten in place any more (a state
+   * change is printed as a new line instead of landing on the wrong row).
+   */
+  #checkWidth(): void {
+    const width = this.columns;
+    if (width === this.#width) return;
+    this.#width = width;
+    this.#recent = [];
   }
 
   #rowsOf(line: string): number {

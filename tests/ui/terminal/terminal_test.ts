@@ -548,3 +548,23 @@ Deno.test("piped: slash commands and exit work at the pickers and the address pr
     await finish(h);
   }
 });
+
+Deno.test("interactive: after a resize a state change is printed anew, not over another line", async () => {
+  let columns = 100;
+  const h = start({ interactive: true, columns: () => columns });
+  h.node.autoSent = false;
+  try {
+    h.keys.type("/chat Carol\r");
+    await h.waitFor("── chat with Carol");
+    h.keys.type("first\r");
+    await h.waitFor(/you: first {2}… sending/);
+    h.keys.type("second\r");
+    await h.waitFor(/you: second {2}… sending\nCarol> $/);
+    columns = 50;
+    h.node.emit({ type: "sent", id: "m1", to: "Carol", fingerprint: FP_CAROL });
+    await h.waitFor(/you: second {2}… sending\n.*you: first {2}✓ sent\nCarol> $/);
+    assert.match(h.out(), /you: first {2}… sending\n/, "the old line is left alone");
+  } finally {
+    await finish(h);
+  }
+});
