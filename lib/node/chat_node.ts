@@ -167,6 +167,8 @@ export class ChatNode {
   #connections = 0;
   #outbox = new Map<string, Map<string, OutMessage>>();
   #pendingKeys = new Map<string, PendingKey>();
+  /** Local ports of our dials that reached ourselves (seen from the accepting side). */
+  #selfDials = new Set<number>();
   #heard = new Map<string, HeardPeer>();
   #retryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>; delay: number }>();
   #discovery: Discovery | null = null;
@@ -697,6 +699,11 @@ export class ChatNode {
         });
       } catch (e) {
         this.#log.info(`handshake with ${host} failed: ${describe(e)}`);
+        if (e instanceof HandshakeError && e.reason === "self") {
+          // Our own dial (it reads only that we closed): #dial tells the user by this port.
+          if (this.#selfDials.size >= 64) this.#selfDials.clear();
+          this.#selfDials.add((raw.remoteAddr as Deno.NetAddr).port);
+        }
         conn.close();
         this.#connections--;
         return;
@@ -730,8 +737,10 @@ export class ChatNode {
     }
     this.#connections++;
     let conn: FramedConn | null = null;
+    let localPort = 0;
     try {
       const raw = await connectWithTimeout(host, port, this.#limits.connectTimeoutMs);
+      localPort = (raw.localAddr as Deno.NetAddr).port;
       conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
       this.#pending.add(conn);
       const hs = await initiateHandshake(conn, this.#opts.identity, {
@@ -750,6 +759,9 @@ export class ChatNode {
       conn?.close();
       this.#connections--;
       if (e instanceof NodeError) throw e;
+      if (this.#selfDials.delete(localPort)) {
+        throw new NodeError("that is this peer's own address");
+      }
       throw new NodeError(`cannot connect to ${host}:${port}: ${describe(e)}`);
     } finally {
       // Pending until registered or refused: close() closes whatever is still setting up.

@@ -73,6 +73,10 @@ Deno.test("headless: bad commands get error events and the peer keeps running", 
       assert.ok(e.message.length > 0);
       assert.equal(e.command, line);
     }
+    // Its own address: said in so many words (the handshake with itself is refused).
+    await p.command(`/connect ${p.address}`);
+    const self = await p.next((e) => e.type === "error");
+    assert.equal(self.message, "that is this peer's own address");
     // A line far over any message is dropped with one error, in its place; the next one counts.
     await p.command(`/send Bob ${"x".repeat(1 << 20)}`);
     const long = await p.next((e) => e.type === "error");

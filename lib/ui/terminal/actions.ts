@@ -177,7 +177,11 @@ export async function connect(app: App, target: string | null): Promise<Outcome>
     return null;
   } catch (e) {
     if (!(e instanceof NodeError)) throw e;
-    app.error(`could not connect to ${addr}: ${e.message}`);
+    // The node's message may name the address already ("cannot connect to HOST:PORT: ...").
+    const why = e.message.startsWith(`cannot connect to ${addr}: `)
+      ? e.message.slice(`cannot connect to ${addr}: `.length)
+      : e.message;
+    app.error(`could not connect to ${addr}: ${why}`);
     const hint = connectHint(e.message);
     if (hint) app.print(hint);
     return null;

@@ -16,7 +16,7 @@ import {
 } from "./line_editor.ts";
 import { sanitize, type Screen, stripAnsi } from "./screen.ts";
 
-/** Columns a prompt leaves at least for typing; a longer prompt is shown as "> ". */
+/** Columns a prompt may leave for typing (or half the width); a longer prompt shows as "> ". */
 const MIN_INPUT_COLUMNS = 20;
 
 /** Options of {@linkcode Prompter.readLine}. */
@@ -247,8 +247,9 @@ export class Prompter {
   #render(columns: number): { line: string; cursorColumn: number } {
     const top = this.#stack.at(-1);
     if (!top) return { line: "", cursorColumn: 0 };
-    // A prompt that leaves too little room to type in would wrap: fall back to a short one.
-    const narrow = top.promptWidth > columns - MIN_INPUT_COLUMNS;
+    // A prompt that leaves too little room to type in would wrap: fall back to a short one. Half
+    // the width is always fine (a short prompt on a tiny terminal stays as it is).
+    const narrow = top.promptWidth > Math.max(columns / 2, columns - MIN_INPUT_COLUMNS);
     const prompt = narrow ? "> " : top.prompt;
     const width = narrow ? 2 : top.promptWidth;
     const win = visibleWindow(top.editor.chars, top.editor.cursor, columns - width - 1);
