@@ -340,6 +340,12 @@ Storage:
   -h, --help                 this text
   -V, --version              the version
 
+History command (p2pchat history --name NAME ...; also while that peer runs):
+      --peer P               one peer: a name (a conversation per key it has had) or a
+                             fingerprint prefix of 8+ hex digits (default: everyone)
+      --limit N              the last N messages of each conversation (default 50)
+      --json                 machine-readable output
+
 Data directory (default):
   $XDG_DATA_HOME/p2pchat/NAME, else ~/.local/share/p2pchat/NAME
 

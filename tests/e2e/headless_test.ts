@@ -155,6 +155,10 @@ Deno.test("cli: --help and --version", async () => {
   for (const s of ["--name", "--port", "--data-dir", "--headless", "--allow-net", "Examples"]) {
     assert.ok(help.stdout.includes(s), s);
   }
+  // `history --help` is the same text, which explains the history command's options.
+  const historyHelp = await runMain(["history", "--help"]);
+  assert.equal(historyHelp.code, 0);
+  for (const s of ["--peer P", "--limit N", "--json"]) assert.ok(historyHelp.stdout.includes(s), s);
   const v = await runMain(["--version"]);
   assert.match(v.stdout, /^p2pchat \d+\.\d+\.\d+\n$/);
 });
