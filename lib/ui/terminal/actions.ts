@@ -37,8 +37,10 @@ export async function pickPeer(app: App, purpose: string): Promise<PeerRef | Out
   const rows = app.peerRows();
   if (rows.length === 0) {
     app.print(
-      "No peers known yet. Wait for peers to appear (they announce themselves), " +
-        "or choose 4 to connect by address.",
+      app.discovery
+        ? "No peers known yet. Wait for peers to appear (they announce themselves), " +
+          "or choose 4 to connect by address."
+        : "No peers known yet. Discovery is off (--no-discovery): choose 4 to connect by address.",
     );
     return null;
   }
@@ -91,7 +93,10 @@ export function showPeers(app: App): void {
   const rows = app.peerRows();
   if (rows.length === 0) {
     app.print(
-      "No peers known yet. Peers on the LAN appear here by themselves; choose 4 to connect by address.",
+      app.discovery
+        ? "No peers known yet. Peers on the LAN appear here by themselves; choose 4 to connect " +
+          "by address."
+        : "No peers known yet. Discovery is off (--no-discovery): choose 4 to connect by address.",
     );
     return;
   }

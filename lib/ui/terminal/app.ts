@@ -60,6 +60,8 @@ export interface AppOptions {
   quietHintMs: number;
   /** The UDP discovery port, named in that hint. */
   discoveryPort?: number;
+  /** False when discovery is off (`--no-discovery`): peers come only by address (default true). */
+  discovery?: boolean;
 }
 
 interface OutLine {
@@ -124,7 +126,11 @@ export class App {
     this.style = opts.style;
     this.#quietHintMs = opts.quietHintMs;
     this.#discoveryPort = opts.discoveryPort;
+    this.discovery = opts.discovery ?? true;
   }
+
+  /** Whether peers on the LAN announce themselves to us (discovery is on). */
+  readonly discovery: boolean;
 
   /** Subscribes to the node's events and arms the "nobody heard" hint. */
   start(): void {

@@ -19,6 +19,7 @@ import {
 import type { App } from "./app.ts";
 import { chatView } from "./chat.ts";
 import { menuReminder, menuText } from "./format.ts";
+import { sanitize } from "./screen.ts";
 
 /**
  * Shows the menu and runs choices until the user quits or input ends.
@@ -46,7 +47,8 @@ export async function runMenu(app: App): Promise<void> {
       const chosen = await menuChoice(app, choice.toLowerCase());
       if (chosen === "bad") {
         app.error(
-          `"${choice.slice(0, 20)}" is not a menu option: type 1 to 5, q to quit, or /help`,
+          `"${sanitize(choice.slice(0, 20))}" is not a menu option: type 1 to 5, q to quit, ` +
+            "or /help",
         );
         continue;
       }

@@ -97,6 +97,7 @@ export async function runTerminalWith(node: TerminalNode, opts: TerminalOptions)
     prompter,
     style,
     quietHintMs: opts.discovery === false ? 0 : Math.max(3 * intervalMs, 1_000),
+    discovery: opts.discovery !== false,
     discoveryPort: opts.discoveryPort,
   });
   let rawOn = false;

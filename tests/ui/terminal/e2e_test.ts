@@ -242,13 +242,16 @@ Deno.test("piped: menu from stdin, plain text out, end of input quits (exit 0)",
     // FORCE_COLOR unset and NO_COLOR unset: being piped alone must switch colours off.
     const r = await runPiped(
       ["--name", "Pipe", "--port", "0", "--data-dir", dir, "--no-discovery"],
-      "2\n8\n/history Nobody\n/help\n",
+      "2\n8\nx\x1b[Dy\n/history Nobody\n/help\n",
       { NO_COLOR: "", FORCE_COLOR: "" },
     );
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.includes("p2pchat> 2\n"), r.stdout);
-    assert.ok(r.stdout.includes("No peers known yet"), r.stdout);
+    // With --no-discovery nobody announces: the hint says how peers come instead.
+    assert.ok(r.stdout.includes("No peers known yet. Discovery is off"), r.stdout);
     assert.ok(r.stdout.includes('"8" is not a menu option'), r.stdout);
+    // An escape sequence typed into a bad choice is shown harmless, not sent to the terminal.
+    assert.ok(r.stdout.includes('"x^[[Dy" is not a menu option'), r.stdout);
     assert.ok(r.stdout.includes('unknown peer "Nobody"'), r.stdout);
     assert.ok(r.stdout.includes("/trust [PEER] [FINGERPRINT]"), r.stdout);
     assert.ok(r.stdout.trimEnd().endsWith("bye"), r.stdout);
