@@ -818,6 +818,16 @@ export class ChatNode {
       await session.close("closed", "shutting down");
       throw new NodeError("shutting down");
     }
+    const known = this.#opts.peers.get(fp);
+    if (known !== undefined && known.name !== hs.peerName) {
+      // Its key is the same, so it is the same peer; but messages to the old name now go to a
+      // peer that goes by another one, and the new name may clash with someone else's.
+      this.#log.warn(
+        `${known.name} (key ${
+          formatFingerprint(fp.slice(0, 16))
+        }…) now calls itself ${hs.peerName}`,
+      );
+    }
     this.#opts.peers.upsert({
       fingerprint: fp,
       name: hs.peerName,

@@ -117,6 +117,7 @@ Deno.test("trust: a retired key back under a name nobody holds now names its suc
     await alice.waitFor((e) => e.type === "trusted");
     // The accepted key now goes by another name, so no current key holds "Bob".
     await visit(1, "Robert", "connected");
+    assert.match(alice.stderr, /Bob \(key [0-9a-f ]+…\) now calls itself Robert/);
     // The retired key comes back as Bob: refused, and the key change names k2, not k1 twice.
     const back = await visit(0, "Bob", "key-changed");
     assert.deepEqual([back.event.name, back.event.old, back.event.new], ["Bob", k2, k1]);
