@@ -163,6 +163,8 @@ export class ChatNode {
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
+  /** Inbound connections not yet authenticated, oldest first (see #serveInbound). */
+  #inboundPending = new Set<FramedConn>();
   #pendingByAddress = new Map<string, number>();
   #connections = 0;
   #outbox = new Map<string, Map<string, OutMessage>>();
@@ -673,8 +675,7 @@ export class ChatNode {
   async #serveInbound(raw: Deno.TcpConn): Promise<void> {
     const host = (raw.remoteAddr as Deno.NetAddr).hostname;
     const perAddress = this.#pendingByAddress.get(host) ?? 0;
-    if (this.#closing || this.#connections >= this.#limits.maxConnections) {
-      this.#log.info(`refused a connection from ${host}: connection limit reached`);
+    if (this.#closing) {
       raw.close();
       return;
     }
@@ -683,10 +684,25 @@ export class ChatNode {
       raw.close();
       return;
     }
+    if (this.#connections >= this.#limits.maxConnections) {
+      // Full. Connections that never finish their handshake (a flood from many addresses) must
+      // not keep real peers out until they time out: the oldest one still unauthenticated makes
+      // room. Established sessions are never pushed out.
+      const oldest = this.#inboundPending.values().next();
+      if (oldest.done) {
+        this.#log.info(`refused a connection from ${host}: connection limit reached`);
+        raw.close();
+        return;
+      }
+      this.#inboundPending.delete(oldest.value);
+      oldest.value.close();
+      this.#log.info("connection limit reached: closed the oldest unauthenticated connection");
+    }
     this.#connections++;
     this.#pendingByAddress.set(host, perAddress + 1);
     const conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
     this.#pending.add(conn);
+    this.#inboundPending.add(conn);
     // The address keeps its slot until the session is up or refused (READY included), so one
     // address cannot hold more than its share of connections that never finish setting up.
     try {
@@ -717,6 +733,7 @@ export class ChatNode {
       }
     } finally {
       this.#pending.delete(conn);
+      this.#inboundPending.delete(conn);
       const n = (this.#pendingByAddress.get(host) ?? 1) - 1;
       if (n <= 0) this.#pendingByAddress.delete(host);
       else this.#pendingByAddress.set(host, n);

@@ -95,3 +95,36 @@ Deno.test("hostile input on the TCP port never disturbs a legitimate conversatio
     await bob.cleanup();
   }
 });
+
+Deno.test("connections that never authenticate cannot keep a real peer out once the limit is full", async () => {
+  const bob = await PeerProcess.start("Bob", {
+    args: ["--no-discovery", "--max-connections", "8", "--handshake-timeout", "60"],
+  });
+  const alice = await PeerProcess.start("Alice");
+  let junk: Deno.TcpConn[] = [];
+  try {
+    // Eight silent connections fill Bob's limit; they would hold it for a minute.
+    junk = await openConns(bob.port, 8);
+    assert.equal(junk.length, 8);
+    await sleep(200);
+    await alice.command(`/connect ${bob.address}`);
+    const e = await alice.next((e) => e.type === "connected" || e.type === "error", 20_000);
+    assert.equal(e.type, "connected", JSON.stringify(e));
+    await chatRound(alice, bob, "made room");
+    // One of the silent ones was closed for it: the oldest.
+    const closed = await junk[0].read(new Uint8Array(1)).catch(() => null);
+    assert.equal(closed, null, "the oldest unauthenticated connection was closed");
+  } finally {
+    for (const c of junk) {
+      try {
+        c.close();
+      } catch {
+        // closed by the peer already
+      }
+    }
+    await alice.quit();
+    await bob.quit();
+    await alice.cleanup();
+    await bob.cleanup();
+  }
+});
