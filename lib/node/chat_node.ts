@@ -227,11 +227,6 @@ export class ChatNode {
    * stdout went away): the node then takes back the record, so those messages are shown at the
    * next start, and removes the listener, so later messages wait for the next start too.
    *
-   * `congested` tells that the output's last writes blocked (a reader slower than us): a write
-   * may then block for long, and a kill during it would lose what was recorded before it. While
-   * it is true, the node flushes first and records after, in slices small enough for one atomic
-   * pipe write (see #show).
-   *
    * @example
    * ```ts
    * const unsubscribe = node.subscribe((e) => lines.push(JSON.stringify(e)), {
@@ -1335,8 +1330,8 @@ export class ChatNode {
    * every listener that buffers its output write it at once. A process killed right after a
    * message was seen (its line read from stdout) never shows it again; the price is the few
    * microseconds between the record and the write, in which a kill leaves a recorded message
-   * unshown (it stays in the history). On a congested output the order is the other way round
-   * (see below). Messages stored and never recorded are shown at the next start (see
+   * unshown (it stays in the history), and a kill while that write blocks (a reader slower than
+   * we are, or gone). Messages stored and never recorded are shown at the next start (see
    * {@linkcode start}).
    */
   #show(
@@ -1345,16 +1340,10 @@ export class ChatNode {
     // Nobody to show them to (a UI that has not subscribed yet): they stay unshown, for the next
     // start, rather than being recorded unseen.
     if (messages.length === 0 || this.#listeners.size === 0) return;
-    // A congested output (its writes block): write first and record after, so that a kill during
-    // a blocked write leaves the slice unrecorded, to be shown at the next start. A slice is then
-    // small enough for one atomic pipe write (all of it reaches the reader, or none), and what
-    // was queued before goes out first, in a write of its own. The price is the moment between a
-    // write and its record, in which a kill shows the slice again.
-    const congested = [...this.#listeners.values()].some((o) => o.congested?.() ?? false);
-    if (congested && !this.#flushListeners()) return;
-    for (let i = 0, end = 0; i < messages.length; i = end) {
-      end = congested ? atomicSliceEnd(messages, i) : Math.min(messages.length, i + SHOW_SLICE);
-      const slice = messages.slice(i, end);
+    // In slices, so that a write that blocks (a reader slower than we are, or gone) when the
+    // process is killed can leave at most one slice recorded and not written.
+    for (let i = 0; i < messages.length; i += SHOW_SLICE) {
+      const slice = messages.slice(i, i + SHOW_SLICE);
       for (const m of slice) {
         this.#emit({
           type: "message",
@@ -1367,12 +1356,10 @@ export class ChatNode {
       }
       // The lines are ready: the record and the write follow each other with nothing between.
       const ids = slice.map((m) => m.id);
-      if (!congested) this.#track(this.#opts.history.markShown(ids));
-      const shown = this.#flushListeners();
-      if (shown && congested) this.#track(this.#opts.history.markShown(ids));
-      if (!shown) {
+      this.#track(this.#opts.history.markShown(ids));
+      if (!this.#flushListeners()) {
         // Nobody saw them: they wait for the next start, with everything stored after them.
-        if (!congested) this.#track(this.#opts.history.unmarkShown(ids));
+        this.#track(this.#opts.history.unmarkShown(ids));
         if (this.#listeners.size === 0) return;
       }
     }
@@ -1389,49 +1376,17 @@ export class ChatNode {
   }
 }
 
-/** Messages shown per record-and-write step (see #show). */
+/**
+ * Messages shown per record-and-write step (see #show). Slices of one atomic pipe write (4 KiB,
+ * 13 short messages) would hide fewer messages when a kill lands in a blocked write, but cost
+ * about a tenth of the sustained rate (more records, writes and wake-ups of the reader).
+ */
 const SHOW_SLICE = 64;
 
-/** Bytes a pipe writes atomically (PIPE_BUF on Linux): all of them reach the reader, or none. */
-const ATOMIC_WRITE_BYTES = 4096;
-
-/**
- * A `message` line's bytes besides its text and sender name, at most: keys and punctuation (79,
- * and the newline), id (32), fingerprint (64), two times (13 digits each until the year 2286).
- */
-const MESSAGE_LINE_OVERHEAD = 80 + 32 + 64 + 26;
-
-/**
- * Where a slice starting at `start` ends so that its `message` lines fit into one atomic pipe
- * write (at least one message, however long). Estimated from above: a text of printable ASCII
- * takes its length, anything else up to 6 bytes a unit (`\u001f`).
- */
-function atomicSliceEnd(
-  messages: readonly { text: string; peerName: string }[],
-  start: number,
-): number {
-  let bytes = 0;
-  let end = start;
-  while (end < messages.length) {
-    const { text, peerName } = messages[end];
-    // A name is letters, digits and "_.-": never escaped, at most 3 bytes a UTF-16 unit.
-    const line = MESSAGE_LINE_OVERHEAD + peerName.length * 3 +
-      (PRINTABLE_ASCII.test(text) ? text.length : text.length * 6);
-    if (end > start && bytes + line > ATOMIC_WRITE_BYTES) break;
-    bytes += line;
-    end++;
-  }
-  return end;
-}
-
-const PRINTABLE_ASCII = /^[\x20-\x21\x23-\x5b\x5d-\x7e]*$/;
-
-/** How a listener's output is flushed and whether it is congested (see ChatNode.subscribe). */
+/** How a listener's buffered output is written (see ChatNode.subscribe). */
 export interface ListenerOutput {
   /** Writes what the listener buffered; false when the output is gone. */
   flush?: () => boolean;
-  /** True while the output's writes block (its reader is slower than we are). */
-  congested?: () => boolean;
 }
 
 /** Connections beyond maxConnections that only our own dials may use. */

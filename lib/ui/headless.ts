@@ -123,10 +123,7 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
   const write = opts.write ?? ((line: string) => stdout!.push(line));
   const emit = (e: NodeEvent) => write(JSON.stringify(e));
   // `message` lines leave at once (flush), right after the node recorded them as shown.
-  const unsubscribe = node.subscribe(emit, {
-    flush: () => stdout?.flush() ?? true,
-    congested: () => stdout?.congested ?? false,
-  });
+  const unsubscribe = node.subscribe(emit, { flush: () => stdout?.flush() ?? true });
   const error = (message: string, command?: string) =>
     emit({ type: "error", message, ...(command ? { command } : {}), ts: Date.now() });
   const inFlight = new Set<Promise<void>>();
@@ -367,11 +364,6 @@ function stripCr(line: string): string {
 
 const encoder = new TextEncoder();
 
-/** A write to stdout this long blocked: its reader is slower than we are. */
-const CONGESTED_WRITE_MS = 1;
-/** How long after a blocked write the output counts as congested. */
-const CONGESTED_FOR_MS = 1_000;
-
 /**
  * Collects output lines and writes them together at the end of the current turn of the event
  * loop (`setImmediate`, a few µs), so that a burst of events (an ACK for 500 messages gives 500
@@ -387,15 +379,6 @@ class LineBatcher {
   /** Resolves once output has failed: nothing more can be written. */
   readonly failed: Promise<void>;
   #fail!: () => void;
-  #congestedUntil = 0;
-
-  /**
-   * True while writes block: one took CONGESTED_WRITE_MS or more (the reader lets the pipe fill
-   * up) within the last CONGESTED_FOR_MS.
-   */
-  get congested(): boolean {
-    return this.#congestedUntil > 0 && performance.now() < this.#congestedUntil;
-  }
 
   constructor(sink: (bytes: Uint8Array) => void) {
     this.#sink = sink;
@@ -419,10 +402,7 @@ class LineBatcher {
     const text = this.#lines.join("\n") + "\n";
     this.#lines = [];
     try {
-      const start = performance.now();
       this.#sink(encoder.encode(text));
-      const end = performance.now();
-      if (end - start >= CONGESTED_WRITE_MS) this.#congestedUntil = end + CONGESTED_FOR_MS;
     } catch (e) {
       // A closed pipe (the reader went away) or a broken terminal: stop, do not crash.
       this.failure = e instanceof Error ? e : new Error(String(e));
