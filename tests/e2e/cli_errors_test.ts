@@ -143,23 +143,29 @@ Deno.test("cli: one running peer per data directory", async () => {
   }
 });
 
-/**
- * Starts a headless Alice in `dir` whose stdout the test reads itself (PeerProcess reads it all),
- * so that it can stop reading: `readUntil` reads up to a text, `hangUp` closes the pipe.
- */
-function spawnAlice(dir: string) {
-  const child = new Deno.Command(Deno.execPath(), {
+/** Starts a headless peer `name` in `dir`, every stream piped and none read yet. */
+function spawnHeadless(name: string, dir: string, extra: string[] = []): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       ...RUN_FLAGS,
       MAIN,
-      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
+      ...["--name", name, "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
+      ...extra,
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
+}
+
+/**
+ * Starts a headless Alice in `dir` whose stdout the test reads itself (PeerProcess reads it all),
+ * so that it can stop reading: `readUntil` reads up to a text, `hangUp` closes the pipe.
+ */
+function spawnAlice(dir: string) {
+  const child = spawnHeadless("Alice", dir);
   const reader = child.stdout.getReader();
   let seen = "";
   return {
@@ -243,20 +249,8 @@ Deno.test("cli: a message that meets a gone reader is shown at the next start, o
 Deno.test("cli: a stderr nobody reads loses only the logs: a first start, a chat, a clean exit", async () => {
   const dir = await Deno.makeTempDir({ prefix: "p2pchat-nostderr-" });
   const bob = await PeerProcess.start("Bob");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...RUN_FLAGS,
-      MAIN,
-      ...["--name", "Alice", "--port", "0", "--data-dir", dir, "--no-discovery", "--headless"],
-      // Logs every connection, so that there is something to write to the closed stderr.
-      "--verbose",
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
+  // --verbose logs every connection, so that there is something to write to the closed stderr.
+  const child = spawnHeadless("Alice", dir, ["--verbose"]);
   // Closed before Alice writes anything: her first warning (a new identity) meets EPIPE.
   await child.stderr.cancel();
   const stdin = child.stdin.getWriter();

@@ -15,6 +15,16 @@ async function openConns(port: number, n: number): Promise<Deno.TcpConn[]> {
   return conns;
 }
 
+function closeAll(conns: Deno.TcpConn[]): void {
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch {
+      // closed by the peer already
+    }
+  }
+}
+
 async function chatRound(alice: PeerProcess, bob: PeerProcess, text: string): Promise<void> {
   await alice.command(`/send Bob ${text}`);
   await bob.waitFor((e) => e.type === "message" && e.text === text, 20_000);
@@ -82,13 +92,7 @@ Deno.test("hostile input on the TCP port never disturbs a legitimate conversatio
     assert.ok(bob.stderr.length < 100_000);
     assert.ok(!bob.stderr.includes("    at "), "no stack trace on stderr");
   } finally {
-    for (const c of junk) {
-      try {
-        c.close();
-      } catch {
-        // closed by the peer already
-      }
-    }
+    closeAll(junk);
     await alice.quit();
     await bob.quit();
     await alice.cleanup();
@@ -115,13 +119,7 @@ Deno.test("connections that never authenticate cannot keep a real peer out once 
     const closed = await junk[0].read(new Uint8Array(1)).catch(() => null);
     assert.equal(closed, null, "the oldest unauthenticated connection was closed");
   } finally {
-    for (const c of junk) {
-      try {
-        c.close();
-      } catch {
-        // closed by the peer already
-      }
-    }
+    closeAll(junk);
     await alice.quit();
     await bob.quit();
     await alice.cleanup();

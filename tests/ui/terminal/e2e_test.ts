@@ -28,6 +28,24 @@ async function withDirs<T>(n: number, fn: (dirs: string[]) => Promise<T>): Promi
   }
 }
 
+/**
+ * Runs `fn` with Alice in tmux session A and Bob in session B, discovering each other on
+ * loopback; closes the tmux server and removes their data directories afterwards.
+ */
+async function withTmuxPair(fn: (tmux: Tmux) => Promise<void>): Promise<void> {
+  await withDirs(2, async ([dirA, dirB]) => {
+    const tmux = await Tmux.start();
+    try {
+      const port = discoveryPort();
+      await tmux.spawn("A", peerCommand("Alice", { dataDir: dirA, discoveryPort: port }));
+      await tmux.spawn("B", peerCommand("Bob", { dataDir: dirB, discoveryPort: port }));
+      await fn(tmux);
+    } finally {
+      await tmux.close();
+    }
+  });
+}
+
 /** The last non-empty line of a screen. */
 function lastLine(screen: string): string {
   return screen.trimEnd().split("\n").at(-1) ?? "";
@@ -37,105 +55,97 @@ Deno.test({
   name: "tmux: two peers chat through the menu; typing survives an incoming message" + NO_TMUX,
   ignore: !TMUX,
 }, async () => {
-  await withDirs(2, async ([dirA, dirB]) => {
-    const tmux = await Tmux.start();
-    try {
-      const port = discoveryPort();
-      await tmux.spawn("A", peerCommand("Alice", { dataDir: dirA, discoveryPort: port }));
-      await tmux.spawn("B", peerCommand("Bob", { dataDir: dirB, discoveryPort: port }));
-      await tmux.waitFor("A", "p2pchat>");
-      await tmux.waitFor("B", "p2pchat>");
-      // Discovery: each sees the other, with its fingerprint on first contact.
-      await tmux.waitFor("A", "Bob is online");
-      await tmux.waitFor("A", "First contact with Bob");
-      await tmux.waitFor("B", "Alice is online");
+  await withTmuxPair(async (tmux) => {
+    await tmux.waitFor("A", "p2pchat>");
+    await tmux.waitFor("B", "p2pchat>");
+    // Discovery: each sees the other, with its fingerprint on first contact.
+    await tmux.waitFor("A", "Bob is online");
+    await tmux.waitFor("A", "First contact with Bob");
+    await tmux.waitFor("B", "Alice is online");
 
-      // A: menu 1, pick Bob (the only peer: number 1), type a message.
-      await tmux.type("A", "1");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("A", "Chat with (number or name");
-      await tmux.type("A", "1");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("A", "── chat with Bob");
-      await tmux.type("A", "hello from Alice");
-      await tmux.keys("A", "Enter");
-      const sent = await tmux.waitFor("A", /you: hello from Alice {2}✓✓ delivered/);
-      // One line whose state changed in place, not a line per state.
-      assert.equal(sent.match(/hello from Alice/g)?.length, 1, sent);
-      // B is in the menu: a notice with the unread count (and a bell).
-      await tmux.waitFor("B", "Alice sent you a message (1 unread)");
+    // A: menu 1, pick Bob (the only peer: number 1), type a message.
+    await tmux.type("A", "1");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("A", "Chat with (number or name");
+    await tmux.type("A", "1");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("A", "── chat with Bob");
+    await tmux.type("A", "hello from Alice");
+    await tmux.keys("A", "Enter");
+    const sent = await tmux.waitFor("A", /you: hello from Alice {2}✓✓ delivered/);
+    // One line whose state changed in place, not a line per state.
+    assert.equal(sent.match(/hello from Alice/g)?.length, 1, sent);
+    // B is in the menu: a notice with the unread count (and a bell).
+    await tmux.waitFor("B", "Alice sent you a message (1 unread)");
 
-      // B opens the chat by name with Tab completion; the message is there.
-      await tmux.type("B", "1");
-      await tmux.keys("B", "Enter");
-      await tmux.waitFor("B", "1  Alice (connected, 1 unread)");
-      await tmux.waitFor("B", "Chat with (number or name");
-      await tmux.type("B", "Al");
-      await tmux.keys("B", "Tab", "Enter");
-      await tmux.waitFor("B", "── chat with Alice");
-      await tmux.waitFor("B", /\d\d:\d\d Alice: hello from Alice/);
+    // B opens the chat by name with Tab completion; the message is there.
+    await tmux.type("B", "1");
+    await tmux.keys("B", "Enter");
+    await tmux.waitFor("B", "1  Alice (connected, 1 unread)");
+    await tmux.waitFor("B", "Chat with (number or name");
+    await tmux.type("B", "Al");
+    await tmux.keys("B", "Tab", "Enter");
+    await tmux.waitFor("B", "── chat with Alice");
+    await tmux.waitFor("B", /\d\d:\d\d Alice: hello from Alice/);
 
-      // A types half a line; B's reply arrives; A's half line is intact on the input line.
-      await tmux.type("A", "half typed");
-      await tmux.waitFor("A", /Bob> half typed$/m);
-      await tmux.type("B", "reply from Bob");
-      await tmux.keys("B", "Enter");
-      const screenA = await tmux.waitFor("A", /\d\d:\d\d Bob: reply from Bob/);
-      assert.equal(lastLine(screenA), "Bob> half typed");
-      const cur = await tmux.cursorLine("A");
-      assert.equal(cur.line.trimEnd(), "Bob> half typed");
-      assert.equal(cur.x, "Bob> half typed".length);
-      // Editing keys work on the real terminal: go home, insert, go to the end, finish.
-      await tmux.keys("A", "C-a");
-      await tmux.type("A", "a ");
-      await tmux.keys("A", "C-e");
-      await tmux.type("A", " line");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("B", /Alice: a half typed line/);
+    // A types half a line; B's reply arrives; A's half line is intact on the input line.
+    await tmux.type("A", "half typed");
+    await tmux.waitFor("A", /Bob> half typed$/m);
+    await tmux.type("B", "reply from Bob");
+    await tmux.keys("B", "Enter");
+    const screenA = await tmux.waitFor("A", /\d\d:\d\d Bob: reply from Bob/);
+    assert.equal(lastLine(screenA), "Bob> half typed");
+    const cur = await tmux.cursorLine("A");
+    assert.equal(cur.line.trimEnd(), "Bob> half typed");
+    assert.equal(cur.x, "Bob> half typed".length);
+    // Editing keys work on the real terminal: go home, insert, go to the end, finish.
+    await tmux.keys("A", "C-a");
+    await tmux.type("A", "a ");
+    await tmux.keys("A", "C-e");
+    await tmux.type("A", " line");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("B", /Alice: a half typed line/);
 
-      // exit returns to the menu.
-      await tmux.type("A", "exit");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("A", "left the chat with Bob");
-      const menu = await tmux.waitFor("A", /left the chat with Bob\n {2}1 {2}send messages/);
-      assert.match(lastLine(menu), /^p2pchat> ?$/);
+    // exit returns to the menu.
+    await tmux.type("A", "exit");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("A", "left the chat with Bob");
+    const menu = await tmux.waitFor("A", /left the chat with Bob\n {2}1 {2}send messages/);
+    assert.match(lastLine(menu), /^p2pchat> ?$/);
 
-      // History (menu 3) shows both sides with delivery state.
-      await tmux.type("A", "3");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("A", "History with (number or name");
-      await tmux.type("A", "1");
-      await tmux.keys("A", "Enter");
-      const history = await tmux.waitFor("A", /History with Bob[\s\S]*└/);
-      const table = history.slice(history.lastIndexOf("History with Bob"));
-      assert.match(table, /you +│ hello from Alice +│ ✓✓ delivered/);
-      assert.match(table, /Bob +│ reply from Bob +│ received/);
-      assert.match(table, /you +│ a half typed line +│ ✓✓ delivered/);
+    // History (menu 3) shows both sides with delivery state.
+    await tmux.type("A", "3");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("A", "History with (number or name");
+    await tmux.type("A", "1");
+    await tmux.keys("A", "Enter");
+    const history = await tmux.waitFor("A", /History with Bob[\s\S]*└/);
+    const table = history.slice(history.lastIndexOf("History with Bob"));
+    assert.match(table, /you +│ hello from Alice +│ ✓✓ delivered/);
+    assert.match(table, /Bob +│ reply from Bob +│ received/);
+    assert.match(table, /you +│ a half typed line +│ ✓✓ delivered/);
 
-      // The peers table: B with its address, connected, nothing unread.
-      await tmux.type("A", "2");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor(
-        "A",
-        /│ 1 +│ Bob +│ 127\.0\.0\.1:\d+ +│ [0-9a-f ]{19}… │ [\d:]{8} +│ connected +│ 0 +│/,
-      );
+    // The peers table: B with its address, connected, nothing unread.
+    await tmux.type("A", "2");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor(
+      "A",
+      /│ 1 +│ Bob +│ 127\.0\.0\.1:\d+ +│ [0-9a-f ]{19}… │ [\d:]{8} +│ connected +│ 0 +│/,
+    );
 
-      // A bad menu number is a hint, not a crash.
-      await tmux.type("A", "9");
-      await tmux.keys("A", "Enter");
-      await tmux.waitFor("A", '"9" is not a menu option');
+    // A bad menu number is a hint, not a crash.
+    await tmux.type("A", "9");
+    await tmux.keys("A", "Enter");
+    await tmux.waitFor("A", '"9" is not a menu option');
 
-      // 5 quits cleanly; B hears the goodbye. Ctrl-D quits B.
-      await tmux.type("A", "5");
-      await tmux.keys("A", "Enter");
-      assert.equal(await tmux.waitExit("A"), 0);
-      await tmux.waitFor("A", "bye");
-      await tmux.waitFor("B", /Alice went offline \(said goodbye\)|connection to Alice closed/);
-      await tmux.keys("B", "C-d");
-      assert.equal(await tmux.waitExit("B"), 0);
-    } finally {
-      await tmux.close();
-    }
+    // 5 quits cleanly; B hears the goodbye. Ctrl-D quits B.
+    await tmux.type("A", "5");
+    await tmux.keys("A", "Enter");
+    assert.equal(await tmux.waitExit("A"), 0);
+    await tmux.waitFor("A", "bye");
+    await tmux.waitFor("B", /Alice went offline \(said goodbye\)|connection to Alice closed/);
+    await tmux.keys("B", "C-d");
+    assert.equal(await tmux.waitExit("B"), 0);
   });
 });
 
@@ -218,22 +228,14 @@ Deno.test({
   name: "tmux: closing the terminal window (SIGHUP) still tells peers goodbye" + NO_TMUX,
   ignore: !TMUX,
 }, async () => {
-  await withDirs(2, async ([dirA, dirB]) => {
-    const tmux = await Tmux.start();
-    try {
-      const port = discoveryPort();
-      await tmux.spawn("A", peerCommand("Alice", { dataDir: dirA, discoveryPort: port }));
-      await tmux.spawn("B", peerCommand("Bob", { dataDir: dirB, discoveryPort: port }));
-      await tmux.waitFor("B", "Alice is online");
-      await tmux.waitFor("A", "Bob is online");
-      // The window goes: its terminal hangs up on everything running in it.
-      await tmux.run(["kill-session", "-t", "A"]);
-      await tmux.waitFor("B", "Alice went offline (said goodbye)");
-      await tmux.keys("B", "C-d");
-      assert.equal(await tmux.waitExit("B"), 0);
-    } finally {
-      await tmux.close();
-    }
+  await withTmuxPair(async (tmux) => {
+    await tmux.waitFor("B", "Alice is online");
+    await tmux.waitFor("A", "Bob is online");
+    // The window goes: its terminal hangs up on everything running in it.
+    await tmux.run(["kill-session", "-t", "A"]);
+    await tmux.waitFor("B", "Alice went offline (said goodbye)");
+    await tmux.keys("B", "C-d");
+    assert.equal(await tmux.waitExit("B"), 0);
   });
 });
 
