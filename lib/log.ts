@@ -71,9 +71,9 @@ const encoder = new TextEncoder();
 let stderrGone = false;
 
 /**
- * Writes `text` (a whole line with its newline) to stderr, and never throws: when stderr is gone
- * (its reader closed it) the text is dropped, and so is every later one, because a log that cannot
- * be written must not stop the chat or change what stdout says.
+ * Writes `text` (a whole line with its newline) to stderr, and never throws: a log that cannot be
+ * written must not stop the chat or change what stdout says. When stderr is gone (its reader
+ * closed it) the text is dropped, and so is every later one.
  *
  * @example
  * ```ts
@@ -86,9 +86,12 @@ export function writeStderr(text: string): void {
   try {
     let at = 0;
     while (at < bytes.length) at += Deno.stderr.writeSync(bytes.subarray(at));
-  } catch {
-    // Nobody reads stderr any more (EPIPE, a closed terminal): there is nowhere to say so.
-    stderrGone = true;
+  } catch (e) {
+    // Nobody reads stderr any more (EPIPE, a closed terminal): there is nowhere to say so. Any
+    // other failure (a stderr set non-blocking by someone else) costs this line only.
+    if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.BadResource) {
+      stderrGone = true;
+    }
   }
 }
 

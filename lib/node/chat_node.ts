@@ -163,14 +163,14 @@ export class ChatNode {
   #sessions = new Map<string, { session: Session; since: number }>();
   #dialing = new Map<string, Promise<Session | null>>();
   #pending = new Set<FramedConn>();
-  /** Inbound connections not yet authenticated, oldest first (see #serveInbound). */
-  #inboundPending = new Set<FramedConn>();
+  /** Inbound connections not yet authenticated, oldest first, with their address. */
+  #inboundPending = new Map<FramedConn, string>();
   #pendingByAddress = new Map<string, number>();
   #connections = 0;
   #outbox = new Map<string, Map<string, OutMessage>>();
   #pendingKeys = new Map<string, PendingKey>();
-  /** Local ports of our dials that reached ourselves (seen from the accepting side). */
-  #selfDials = new Set<number>();
+  /** "address port" of our dials that reached ourselves (seen from the accepting side). */
+  #selfDials = new Set<string>();
   #heard = new Map<string, HeardPeer>();
   #retryTimers = new Map<string, { timer: ReturnType<typeof setTimeout>; delay: number }>();
   #discovery: Discovery | null = null;
@@ -472,7 +472,9 @@ export class ChatNode {
       this.#pendingKeys.delete(name);
     } else {
       // Only a key this name has had (the pinned one, or one retired from it): accepting any
-      // known key would hand the name, and the messages written to it, to another peer.
+      // known key would hand the name, and the messages written to it, to another peer. A
+      // record's name is what its key last claimed, but no key may claim a name another key
+      // holds (#renameRefused), and a retired record keeps its name.
       const known = this.#opts.peers.get(fp);
       if (!known || known.name !== name) {
         throw new NodeError(
@@ -480,6 +482,8 @@ export class ChatNode {
             (pending ? ` (it offered ${formatFingerprint(pending.fingerprint)})` : ""),
         );
       }
+      // The pinned key itself: the user keeps it, and the key offered instead is turned down.
+      if (!known.retired) this.#pendingKeys.delete(name);
       record = this.#opts.peers.upsert({ fingerprint: fp, name, retired: false, heardOnly: false });
     }
     // Retire every other key that held this name; messages held for it go to the new key.
@@ -667,6 +671,21 @@ export class ChatNode {
     }
   }
 
+  /** The unauthenticated inbound connection to close for a newcomer (see #serveInbound). */
+  #evictionVictim(): FramedConn | undefined {
+    let busiest: string | undefined;
+    let most = 0;
+    for (const [address, n] of this.#pendingByAddress) {
+      if (n > most) [busiest, most] = [address, n];
+    }
+    let oldest: FramedConn | undefined;
+    for (const [conn, address] of this.#inboundPending) {
+      if (address === busiest) return conn;
+      oldest ??= conn;
+    }
+    return oldest;
+  }
+
   async #serveInbound(raw: Deno.TcpConn): Promise<void> {
     const host = (raw.remoteAddr as Deno.NetAddr).hostname;
     const perAddress = this.#pendingByAddress.get(host) ?? 0;
@@ -681,23 +700,24 @@ export class ChatNode {
     }
     if (this.#connections >= this.#limits.maxConnections) {
       // Full. Connections that never finish their handshake (a flood from many addresses) must
-      // not keep real peers out until they time out: the oldest one still unauthenticated makes
-      // room. Established sessions are never pushed out.
-      const oldest = this.#inboundPending.values().next();
-      if (oldest.done) {
+      // not keep real peers out until they time out: one still unauthenticated makes room, the
+      // oldest of the address that holds most of them (a flood's, not a lone real peer's).
+      // Authenticated connections and sessions are never pushed out.
+      const victim = this.#evictionVictim();
+      if (victim === undefined) {
         this.#log.info(`refused a connection from ${host}: connection limit reached`);
         raw.close();
         return;
       }
-      this.#inboundPending.delete(oldest.value);
-      oldest.value.close();
-      this.#log.info("connection limit reached: closed the oldest unauthenticated connection");
+      this.#inboundPending.delete(victim);
+      victim.close();
+      this.#log.info("connection limit reached: closed an unauthenticated connection");
     }
     this.#connections++;
     this.#pendingByAddress.set(host, perAddress + 1);
     const conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
     this.#pending.add(conn);
-    this.#inboundPending.add(conn);
+    this.#inboundPending.set(conn, host);
     // The address keeps its slot until the session is up or refused (READY included), so one
     // address cannot hold more than its share of connections that never finish setting up.
     try {
@@ -708,12 +728,16 @@ export class ChatNode {
           listenPort: this.port,
           timeoutMs: this.#limits.handshakeTimeoutMs,
         });
+        // Authenticated: no longer one a newcomer may push out.
+        this.#inboundPending.delete(conn);
       } catch (e) {
         this.#log.info(`handshake with ${host} failed: ${describe(e)}`);
         if (e instanceof HandshakeError && e.reason === "self") {
           // Our own dial (it reads only that we closed): #dial tells the user by this port.
           if (this.#selfDials.size >= 64) this.#selfDials.clear();
-          this.#selfDials.add((raw.remoteAddr as Deno.NetAddr).port);
+          // By address and port: another host cannot make a dial of ours look like this one
+          // (its connection comes from its own address, whatever key its HELLO names).
+          this.#selfDials.add(`${host} ${(raw.remoteAddr as Deno.NetAddr).port}`);
         }
         conn.close();
         this.#connections--;
@@ -749,10 +773,11 @@ export class ChatNode {
     }
     this.#connections++;
     let conn: FramedConn | null = null;
-    let localPort = 0;
+    let local = "";
     try {
       const raw = await connectWithTimeout(host, port, this.#limits.connectTimeoutMs);
-      localPort = (raw.localAddr as Deno.NetAddr).port;
+      const addr = raw.localAddr as Deno.NetAddr;
+      local = `${addr.hostname} ${addr.port}`;
       conn = new FramedConn(raw, { maxFrameSize: this.#limits.maxHandshakeFrameSize });
       this.#pending.add(conn);
       const hs = await initiateHandshake(conn, this.#opts.identity, {
@@ -771,7 +796,7 @@ export class ChatNode {
       conn?.close();
       this.#connections--;
       if (e instanceof NodeError) throw e;
-      if (this.#selfDials.delete(localPort)) {
+      if (this.#selfDials.delete(local)) {
         throw new NodeError("that is this peer's own address");
       }
       throw new NodeError(`cannot connect to ${host}:${port}: ${describe(e)}`);
@@ -806,6 +831,8 @@ export class ChatNode {
       this.#warnClash(fp, refusal);
       throw new NodeError(refusal);
     }
+    const refused = this.#renameRefused(fp, hs.peerName);
+    if (refused !== null) throw new NodeError(refused);
     if (!this.#checkTrust(hs.peerName, fp, hs.peerKey.spki, { host, port, heardOnly: false })) {
       throw new NodeError(
         `${hs.peerName} presented a new key ${formatFingerprint(fp)}; ` +
@@ -829,16 +856,6 @@ export class ChatNode {
       // READY came while we were shutting down: say goodbye instead of registering.
       await session.close("closed", "shutting down");
       throw new NodeError("shutting down");
-    }
-    const known = this.#opts.peers.get(fp);
-    if (known !== undefined && known.name !== hs.peerName) {
-      // Its key is the same, so it is the same peer; but messages to the old name now go to a
-      // peer that goes by another one, and the new name may clash with someone else's.
-      this.#log.warn(
-        `${known.name} (key ${
-          formatFingerprint(fp.slice(0, 16))
-        }…) now calls itself ${hs.peerName}`,
-      );
     }
     this.#opts.peers.upsert({
       fingerprint: fp,
@@ -1203,6 +1220,7 @@ export class ChatNode {
   #onHeard(p: HeardPeer, up: boolean): void {
     if (this.#closing) return;
     if (this.#nameClash(p)) return;
+    if (this.#renameRefused(p.fingerprint, p.name) !== null) return;
     const isNew = this.#opts.peers.get(p.fingerprint) === undefined;
     const where = { host: p.host, port: p.port, heardOnly: true };
     if (!this.#checkTrust(p.name, p.fingerprint, p.spki, where)) return;
@@ -1257,12 +1275,33 @@ export class ChatNode {
     return true;
   }
 
-  /** Warns about a name clash, once per key. */
-  #warnClash(fp: string, warning: string): void {
-    if (this.#clashWarned.has(fp)) return;
+  /**
+   * A pinned key that now calls itself `name`: allowed, with a warning, when no other current key
+   * holds that name; refused (the reason returned, warned once) when one does, since taking it
+   * would make the key look like that peer's, to the user and to /trust. Null when allowed.
+   */
+  #renameRefused(fp: string, name: string): string | null {
+    const known = this.#opts.peers.get(fp);
+    if (known === undefined || known.retired || known.name === name) return null;
+    const was = `${known.name} (key ${formatFingerprint(fp.slice(0, 16))}…)`;
+    const holder = this.#opts.peers.byName(name).find((r) => !r.retired && r.fingerprint !== fp);
+    if (holder === undefined) {
+      // The same key, so the same peer; messages to its old name now reach it under the new one.
+      this.#log.warn(`${was} now calls itself ${name}`);
+      return null;
+    }
+    const refusal = `${was} now calls itself ${name}, the name of another key ` +
+      `(${formatFingerprint(holder.fingerprint.slice(0, 16))}…): refused`;
+    this.#warnClash(`${fp} ${name}`, refusal);
+    return refusal;
+  }
+
+  /** Warns about a name clash, once per key (a fingerprint, or a fingerprint and a name). */
+  #warnClash(key: string, warning: string): void {
+    if (this.#clashWarned.has(key)) return;
     // Bounded: a flood of fresh keys must not grow memory; the worst case is a repeated warning.
     if (this.#clashWarned.size >= 1024) this.#clashWarned.clear();
-    this.#clashWarned.add(fp);
+    this.#clashWarned.add(key);
     this.#log.warn(warning);
   }
 

@@ -86,7 +86,7 @@ export function parseCommand(line: string): HeadlessCommand | null {
       return { kind: "trust", peer: args[0], fingerprint: args[1] };
     case "/quit":
     case "/exit":
-      if (args.length !== 0) throw new CommandError(`usage: ${head}`);
+      // Words after it are ignored: a script that says "/quit now" must not leave a peer running.
       return { kind: "quit" };
     default:
       throw new CommandError(

@@ -218,3 +218,82 @@ Deno.test("trust: a second key under a connected peer's name is refused, with no
     }
   }
 });
+
+Deno.test("trust: a known key cannot take another peer's name, so /trust cannot hand it over", async () => {
+  const alice = await PeerProcess.start("Alice");
+  const bob = await PeerProcess.start("Bob");
+  const mallory = await PeerProcess.start("Mallory");
+  let renamed: PeerProcess | undefined;
+  try {
+    for (const p of [bob, mallory]) {
+      await alice.command(`/connect ${p.address}`);
+      await alice.waitFor((e) => e.type === "connected" && e.name === p.name);
+    }
+    // Bob goes away with a message waiting for him; Mallory comes back, same key, as "Bob".
+    assert.equal(await bob.quit(), 0);
+    await alice.waitFor((e) => e.type === "disconnected" && e.name === "Bob");
+    await alice.command("/send Bob secret for bob");
+    await alice.waitFor((e) => e.type === "queued");
+    assert.equal(await mallory.quit(), 0);
+    renamed = await PeerProcess.start("Bob", { dataDir: mallory.dataDir });
+    await renamed.command(`/connect ${alice.address}`);
+    await renamed.waitFor((e) => e.type === "error" && e.command?.startsWith("/connect"));
+    assert.match(alice.stderr, /Mallory \(key [0-9a-f ]+…\) now calls itself Bob, the name of/);
+    // Still Mallory in Alice's book; /trust cannot give her Bob's name or his message.
+    await alice.command(`/trust Bob ${mallory.fingerprint}`);
+    const e = await alice.next((e) => e.type === "error" || e.type === "trusted");
+    assert.equal(e.type, "error", JSON.stringify(e));
+    await alice.command("/peers");
+    const peers = await alice.next((e) => e.type === "peers");
+    assert.deepEqual(
+      peers.peers.map((p: { name: string; fingerprint: string }) => [p.name, p.fingerprint]).sort(),
+      [["Bob", bob.fingerprint], ["Mallory", mallory.fingerprint]].sort(),
+    );
+    assert.equal(renamed.all("message").length, 0);
+  } finally {
+    await renamed?.quit();
+    await renamed?.cleanup();
+    for (const p of [alice, bob, mallory]) {
+      await p.quit();
+      await p.cleanup();
+    }
+  }
+});
+
+Deno.test("trust: keeping the pinned key turns the offered one down; held messages go to the pinned key", async () => {
+  const alice = await PeerProcess.start("Alice");
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const bob = await PeerProcess.start("Bob", { port });
+  const other = await PeerProcess.start("Bob");
+  const dir = bob.dataDir;
+  let back: PeerProcess | undefined;
+  try {
+    await alice.command(`/connect ${bob.address}`);
+    await alice.waitFor((e) => e.type === "connected" && e.name === "Bob");
+    const pinned = bob.fingerprint;
+    assert.equal(await bob.quit(), 0);
+    await alice.waitFor((e) => e.type === "disconnected");
+    // Another key offers itself as Bob: held; the user keeps the pinned one.
+    await alice.command(`/connect ${other.address}`);
+    await alice.waitFor((e) => e.type === "key-changed");
+    await alice.command("/send Bob for the pinned Bob");
+    await alice.waitFor((e) => e.type === "queued");
+    await alice.command(`/trust Bob ${pinned}`);
+    await alice.waitFor((e) => e.type === "trusted" && e.fingerprint === pinned);
+    // No longer held: Alice retries Bob's address, and when the pinned Bob comes back there he
+    // gets the message (no /connect); the other key got nothing.
+    back = await PeerProcess.start("Bob", { dataDir: dir, port });
+    const msg = await back.waitFor((e) => e.type === "message", 30_000);
+    assert.equal(msg.text, "for the pinned Bob");
+    assert.equal(other.all("message").length, 0);
+  } finally {
+    await back?.quit();
+    await back?.cleanup();
+    for (const p of [alice, other, bob]) {
+      await p.quit();
+      await p.cleanup();
+    }
+  }
+});

@@ -40,6 +40,7 @@ Deno.test("headless: commands parse", () => {
     fingerprint: "abcd",
   });
   assert.deepEqual(parseCommand("/quit"), { kind: "quit" });
+  assert.deepEqual(parseCommand("/quit now please"), { kind: "quit" });
   assert.equal(parseCommand("   "), null);
   // Any whitespace separates words, tabs too, and runs of it count once.
   assert.deepEqual(parseCommand("\t/send\tBob\thi there"), {
@@ -74,8 +75,6 @@ Deno.test("headless: bad commands are CommandErrors", () => {
       "/history Bob +5",
       "/history Bob 100001",
       "/trust Bob",
-      "/quit now please",
-      "/exit 1",
     ]
   ) {
     assert.throws(() => parseCommand(line), CommandError, line);

@@ -289,6 +289,9 @@ export class App {
 
   /** Trusts `fingerprint` as `name`'s key and says so; NodeError becomes a hint. */
   async trust(name: string, fingerprint: string): Promise<void> {
+    // Accepting moves the held messages (each says `queued` again): no "wait for /trust" now.
+    const held = this.#pendingKeys.get(name);
+    if (held !== undefined) held.hinted = true;
     try {
       await this.node.trust(name, fingerprint);
       this.#pendingKeys.delete(name);
