@@ -255,8 +255,12 @@ export async function runCommand(
         app.error("usage: /trust PEER [FINGERPRINT] (the fingerprint shown when its key changed)");
         return null;
       }
-      const fp = cmd.fingerprint ?? app.pendingKey(name);
-      if (fp === null) {
+      if (cmd.fingerprint !== null) {
+        await app.trust(name, cmd.fingerprint);
+        return null;
+      }
+      const change = app.findKeyChange(name);
+      if (change === null) {
         app.error(
           `no new key of ${sanitize(name)} is waiting: give it as /trust ${
             sanitize(name)
@@ -264,7 +268,7 @@ export async function runCommand(
         );
         return null;
       }
-      await app.trust(name, fp);
+      await app.trust(change.name, change.fingerprint);
       return null;
     }
   }

@@ -224,6 +224,22 @@ export class App {
   }
 
   /**
+   * The key change `query` is about, as /trust takes it: the name (in any case) or a fingerprint
+   * prefix (8+ hex digits) of its old or new key. Null when none, or more than one, matches.
+   */
+  findKeyChange(query: string): { name: string; fingerprint: string } | null {
+    const exact = this.#pendingKeys.get(query);
+    if (exact) return { name: query, fingerprint: exact.new };
+    const q = query.toLowerCase().replaceAll(/[\s:]/g, "");
+    const prefix = /^[0-9a-f]{8,64}$/.test(q);
+    const found = [...this.#pendingKeys].filter(([name, k]) =>
+      name.toLowerCase() === query.toLowerCase() ||
+      (prefix && (k.old.startsWith(q) || k.new.startsWith(q)))
+    );
+    return found.length === 1 ? { name: found[0][0], fingerprint: found[0][1].new } : null;
+  }
+
+  /**
    * Sends `text` to `peer`, printing the line at once and updating its delivery state as the
    * node reports it (sending → queued/sent → delivered).
    */

@@ -568,3 +568,23 @@ Deno.test("interactive: after a resize a state change is printed anew, not over 
     await finish(h);
   }
 });
+
+Deno.test("piped: /trust without a fingerprint finds the key change by name in any case or by prefix", async () => {
+  const h = start({ interactive: false });
+  try {
+    h.node.emit({ type: "key-changed", name: "Bob", old: FP_BOB, new: FP_BOB2 });
+    await h.waitFor(`/trust Bob ${FP_BOB2}`);
+    h.keys.type("/trust bob\n");
+    await until(() => h.node.trusted.length === 1, h.out);
+    assert.deepEqual(h.node.trusted[0], ["Bob", FP_BOB2]);
+    h.node.emit({ type: "key-changed", name: "Carol", old: FP_CAROL, new: FP_BOB2 });
+    await h.waitFor(`/trust Carol ${FP_BOB2}`);
+    h.keys.type(`/trust ${FP_CAROL.slice(0, 8)}\n`);
+    await until(() => h.node.trusted.length === 2, h.out);
+    assert.deepEqual(h.node.trusted[1], ["Carol", FP_BOB2]);
+    h.keys.type("/trust Dave\n");
+    await h.waitFor("no new key of Dave is waiting");
+  } finally {
+    await finish(h);
+  }
+});
