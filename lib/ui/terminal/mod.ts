@@ -102,11 +102,13 @@ export async function runTerminalWith(node: TerminalNode, opts: TerminalOptions)
   });
   let rawOn = false;
   let closing = false;
+  const onResize = () => screen.resized();
   try {
     opts.log.setSink(app.logSink);
     if (raw) {
       Deno.stdin.setRaw(true);
       rawOn = true;
+      if (Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", onResize);
     }
     screen.print(banner(node, style));
     app.start();
@@ -129,6 +131,7 @@ export async function runTerminalWith(node: TerminalNode, opts: TerminalOptions)
     screen.print("bye");
   } finally {
     app.stop();
+    if (rawOn && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onResize);
     opts.log.setSink(writeLogLine);
     try {
       if (rawOn) Deno.stdin.setRaw(false);

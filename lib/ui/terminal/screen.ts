@@ -235,6 +235,15 @@ export class Screen {
     if (this.#interactive) this.#write(CLEAR_ROW + this.#promptText());
   }
 
+  /**
+   * Redraws the input line at the terminal's new width after a resize (SIGWINCH). Lines already
+   * printed stay as the terminal rewrapped them and are not rewritten in place any more.
+   */
+  resized(): void {
+    this.#checkWidth();
+    if (this.#interactive) this.#write(CLEAR_ROW + "\x1b[J" + this.#promptText());
+  }
+
   /** Redraws the input line after an edit. */
   redraw(): void {
     if (this.#interactive) this.#write(CLEAR_ROW + this.#promptText());

@@ -239,6 +239,31 @@ Deno.test({
   });
 });
 
+Deno.test({
+  name: "tmux: a resize redraws the input line at the new width" + NO_TMUX,
+  ignore: !TMUX,
+}, async () => {
+  await withTmuxPair(async (tmux) => {
+    // Everything the start prints has come (no later line would redraw the input line).
+    await tmux.waitFor("A", "First contact with Bob");
+    await new Promise((r) => setTimeout(r, 500));
+    const draft = Array.from({ length: 12 }, (_, i) => `word${i}`).join(" ") + " tail";
+    await tmux.type("A", draft);
+    await tmux.waitFor("A", /tail$/m);
+    await tmux.run(["resize-window", "-t", "A", "-x", "50"]);
+    // The terminal rewraps the old line; p2pchat draws its input line anew, prompt first, the
+    // text scrolled so that the cursor (at the end) shows.
+    const deadline = Date.now() + 10_000;
+    let at = await tmux.cursorLine("A");
+    while (!(at.line.startsWith("p2pchat> ") && at.line.trimEnd().endsWith("tail"))) {
+      assert.ok(Date.now() < deadline, `input line after the resize: ${JSON.stringify(at)}`);
+      await new Promise((r) => setTimeout(r, 100));
+      at = await tmux.cursorLine("A");
+    }
+    assert.ok(at.line.trimEnd().length <= 50, at.line);
+  });
+});
+
 Deno.test("piped: menu from stdin, plain text out, end of input quits (exit 0)", async () => {
   await withDirs(1, async ([dir]) => {
     // FORCE_COLOR unset and NO_COLOR unset: being piped alone must switch colours off.
