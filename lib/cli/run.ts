@@ -137,7 +137,7 @@ async function runLockedPeer(opts: PeerOptions, log: Logger): Promise<number> {
   const stop = stopSignal();
   try {
     if (opts.headless) {
-      await runHeadless(node, { stop: stop.promise });
+      await runHeadless(node, { stop: stop.promise, log });
     } else {
       const { runTerminal } = await import("../ui/terminal/mod.ts");
       // The terminal UI starts the node once it listens: the start shows the messages stored

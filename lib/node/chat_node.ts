@@ -495,7 +495,6 @@ export class ChatNode {
       await this.#moveOutbox(old.fingerprint, fp, name);
     }
     this.#emit({ type: "trusted", name, fingerprint: fp });
-    this.#log.warn(`now trusting ${name} as ${formatFingerprint(fp)}`);
     this.#kick(fp);
     return record;
   }
@@ -1162,11 +1161,8 @@ export class ChatNode {
     const old = holders[0]?.fingerprint ?? this.#successor(known) ?? fp;
     const pending = this.#pendingKeys.get(name);
     this.#pendingKeys.set(name, { name, fingerprint: fp, spki, host, port });
+    // The event is the warning: each interface says it in its own way (headless: on stderr too).
     if (!pending || pending.fingerprint !== fp) {
-      this.#log.warn(
-        `KEY CHANGED for ${name}: pinned ${formatFingerprint(old)}, now offered ` +
-          `${formatFingerprint(fp)}. Compare fingerprints out of band before trusting it.`,
-      );
       this.#emit({ type: "key-changed", name, old, new: fp });
     }
     return false;

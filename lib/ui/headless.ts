@@ -7,6 +7,8 @@
 
 import { setImmediate } from "node:timers";
 import { RuntimeError } from "../cli/errors.ts";
+import { formatFingerprint } from "../crypto/identity.ts";
+import type { Logger } from "../log.ts";
 import { type ChatNode, NodeError } from "../node/chat_node.ts";
 import type { NodeEvent, WithoutTs } from "../node/events.ts";
 import { MAX_TEXT_BYTES } from "../protocol/messages.ts";
@@ -105,6 +107,8 @@ export interface HeadlessOptions {
   write?: (line: string) => void;
   /** Resolves when something else (a signal) asks to stop. */
   stop?: Promise<void>;
+  /** Where warnings for a person watching go (key changes, trust decisions), besides the events. */
+  log?: Logger;
 }
 
 /**
@@ -121,7 +125,17 @@ export interface HeadlessOptions {
 export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): Promise<void> {
   const stdout = opts.write ? null : new LineBatcher(writeAllStdout);
   const write = opts.write ?? ((line: string) => stdout!.push(line));
-  const emit = (e: NodeEvent) => write(JSON.stringify(e));
+  const emit = (e: NodeEvent) => {
+    write(JSON.stringify(e));
+    if (e.type === "key-changed") {
+      opts.log?.warn(
+        `KEY CHANGED for ${e.name}: pinned ${formatFingerprint(e.old)}, now offered ` +
+          `${formatFingerprint(e.new)}. Compare fingerprints out of band before trusting it.`,
+      );
+    } else if (e.type === "trusted") {
+      opts.log?.warn(`now trusting ${e.name} as ${formatFingerprint(e.fingerprint)}`);
+    }
+  };
   // `message` lines leave at once (flush), right after the node recorded them as shown.
   const unsubscribe = node.subscribe(emit, { flush: () => stdout?.flush() ?? true });
   const error = (message: string, command?: string) =>

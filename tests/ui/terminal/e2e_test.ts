@@ -264,6 +264,33 @@ Deno.test({
   });
 });
 
+Deno.test({
+  name: "tmux: a key change is shown once, as a block, and accepted with y" + NO_TMUX,
+  ignore: !TMUX,
+}, async () => {
+  await withDirs(3, async ([dirA, dirB, dirB2]) => {
+    const tmux = await Tmux.start();
+    try {
+      const port = discoveryPort();
+      await tmux.spawn("A", peerCommand("Alice", { dataDir: dirA, discoveryPort: port }));
+      await tmux.spawn("B", peerCommand("Bob", { dataDir: dirB, discoveryPort: port }));
+      await tmux.waitFor("A", "First contact with Bob");
+      await tmux.keys("B", "C-d");
+      await tmux.waitFor("A", "Bob went offline");
+      // Another key under the name Bob: the block, the question, and no log line besides.
+      await tmux.spawn("C", peerCommand("Bob", { dataDir: dirB2, discoveryPort: port }));
+      await tmux.waitFor("A", /Trust the new key [0-9a-f ]+… of Bob\? \(y\/N\)/);
+      await tmux.type("A", "y");
+      await tmux.keys("A", "Enter");
+      const screen = await tmux.waitFor("A", "Now trusting Bob");
+      assert.equal(screen.match(/The key of Bob has CHANGED/g)?.length, 1, screen);
+      assert.doesNotMatch(screen, /warn: (KEY CHANGED|now trusting)/, screen);
+    } finally {
+      await tmux.close();
+    }
+  });
+});
+
 Deno.test("piped: menu from stdin, plain text out, end of input quits (exit 0)", async () => {
   await withDirs(1, async ([dir]) => {
     // FORCE_COLOR unset and NO_COLOR unset: being piped alone must switch colours off.
