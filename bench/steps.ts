@@ -101,8 +101,7 @@ export function criticalPath(durability: "full" | "normal"): string[] {
 
 const PATH: readonly string[] = [
   "A.in",
-  "A.begin",
-  "A.commit",
+  // The sender's commit (A.begin, A.commit) comes after its socket write, off the path.
   "A.socket-write",
   "B.socket-read",
   "B.begin",

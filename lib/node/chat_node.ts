@@ -116,21 +116,13 @@ interface OutMessage {
   state: "queued" | "sent";
   /** The session this message was last written to (null: not on the current one). */
   sentOn: Session | null;
-  /**
-   * In the database (committed). A message goes into the in-memory outbox when send() is called
-   * (so the outbox keeps the order of the calls) but is written to the peer only once committed:
-   * a kill must never leave the peer with a message that our own history lacks. (A power cut in
-   * the fsync that follows can: docs/STORAGE.md, "Durability".)
-   */
-  stored: boolean;
   /** `sent` has been reported for it (or was, before a restart). */
   shown: boolean;
   /** The last write to a session: true once written, false if it failed. */
   written: Promise<boolean> | null;
   /**
    * What waits for the record to be durable (null once it is): `sent`, `queued` and `delivered`
-   * are reported only then. The message itself may leave as soon as its record has committed
-   * (see send()).
+   * are reported only then. The message itself leaves before its record commits (see send()).
    */
   waiting: (() => void)[] | null;
 }
@@ -182,7 +174,7 @@ export class ChatNode {
   #bookSaves = new Map<string, Promise<void>>();
   /** Per peer: the current reconnect backoff. */
   #retryDelays = new Map<string, number>();
-  /** Per peer: the session that has every stored outbox message written to it (see #flush). */
+  /** Per peer: the session that has every outbox message written to it (see #flush). */
   #flushed = new Map<string, Session>();
   /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
   #clashWarned = new Set<string>();
@@ -248,7 +240,6 @@ export class ChatNode {
           ...m,
           state: m.state === "queued" ? "queued" : "sent",
           sentOn: null,
-          stored: true,
           shown: m.state === "sent",
           written: null,
           waiting: null,
@@ -336,6 +327,11 @@ export class ChatNode {
     // A message makes the peer a contact: its record must outlive any pruning.
     if (record.heardOnly) this.#opts.peers.upsert({ fingerprint: fp, heardOnly: false });
     await this.#bookSaved(fp);
+    // The message leaves before its record commits: not at all if the record cannot be made.
+    const refusal = this.#opts.history.refusal;
+    if (refusal !== null) {
+      throw new NodeError(`message not stored: ${describe(refusal)}`, { cause: refusal });
+    }
     const held = this.#heldByKeyChange(record);
     const live = this.#sessions.get(fp)?.session;
     const msg: OutMessage = {
@@ -345,32 +341,28 @@ export class ChatNode {
       sentAt: Date.now(),
       state: live && !live.closed && !held ? "sent" : "queued",
       sentOn: null,
-      stored: false,
       shown: false,
       written: null,
       waiting: [],
     };
     const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
-    // Into the outbox at once, so that it keeps the order of the calls; out once committed (a
-    // kill cannot leave the peer with a message our history lacks), while the fsync that makes
-    // it durable runs; reported once durable.
+    // Into the outbox and out to the peer at once, in the order of the calls. The record commits
+    // at the end of this turn, while the message is on its way (the peer's fsync then runs beside
+    // our commit and fsync, not after them); it is reported once the record is durable. A kill
+    // in the fraction of a millisecond between the socket write and the commit leaves the peer
+    // with a message that our history lacks and never reported (docs/STORAGE.md, "Durability").
     const box = this.#box(fp);
     box.set(msg.id, msg);
-    const committed = Promise.withResolvers<void>();
-    const durable = this.#opts.history.recordOutgoing(row, msg.state, {
-      committed: committed.resolve,
-    });
+    const durable = this.#opts.history.recordOutgoing(row, msg.state);
     durable.then(() => {
       const waiting = msg.waiting ?? [];
       msg.waiting = null;
       for (const f of waiting) f();
     }, (e) => {
-      committed.reject(e);
-      if (!msg.stored) return;
-      // Committed but not durable (the fsync failed): the store refuses every write from now on
-      // and nothing more is reported for this message. Not left yet: it stays here, and send()
-      // answers with the error. Left already: send() may have answered, so the error is told here.
-      this.#log.error(`message ${msg.id} may not be on disk: ${describe(e)}`);
+      // Not stored, or not durable (the fsync failed): the store refuses every write from now on
+      // and nothing more is reported for this message. Not left: it leaves the outbox, and send()
+      // answers with the error. Left already: send() may have answered, so it is told here.
+      this.#log.error(`message ${msg.id} is not stored: ${describe(e)}`);
       if (msg.sentOn === null) {
         box.delete(msg.id);
         return;
@@ -380,13 +372,6 @@ export class ChatNode {
         message: `message ${msg.id} to ${record.name} left but is not stored: ${describe(e)}`,
       });
     });
-    try {
-      await committed.promise;
-    } catch (e) {
-      box.delete(msg.id);
-      throw e;
-    }
-    msg.stored = true;
     if (held) {
       // Not written now: the outbox is no longer all on the session (see #flush).
       this.#flushed.delete(fp);
@@ -398,7 +383,8 @@ export class ChatNode {
         // host can take connect + handshake timeouts); a session that comes up later flushes
         // the outbox and reports `sent` then.
         const session = await settleWithin(this.#ensureSession(fp), SEND_WAIT_MS, null);
-        if (session !== null) this.#flush(fp, msg);
+        // Not if its record failed meanwhile (it left the outbox).
+        if (session !== null && box.get(msg.id) === msg) this.#flush(fp, msg);
       }
       // #flush reports `sent` when the write is done (and the record durable). Not waiting for
       // that here is measurably cheaper under load: a send() then ends with its write.
@@ -1005,11 +991,10 @@ export class ChatNode {
   }
 
   /**
-   * Writes to the current session with `fp`, in outbox order, every stored message not yet on
-   * it. Messages are stored in the order of the send() calls, so the first one not stored yet ends
-   * the pass: send() writes it (and each one after it) as soon as it is stored. That keeps the
-   * whole outbox on the session, so for `next` (a message just stored) only `next` itself needs
-   * writing: no scan of the outbox per message under load.
+   * Writes to the current session with `fp`, in outbox order, every message not yet on it.
+   * send() adds each message to the outbox and calls this at once, so once a pass has put the
+   * whole outbox on the session, `next` (the message just added) is all that needs writing: no
+   * scan of the outbox per message under load.
    */
   #flush(fp: string, next?: OutMessage): void {
     const session = this.#sessions.get(fp)?.session;
@@ -1021,7 +1006,6 @@ export class ChatNode {
       return;
     }
     for (const m of box.values()) {
-      if (!m.stored) break;
       if (m.sentOn !== session) this.#write(fp, session, m);
     }
     this.#flushed.set(fp, session);
@@ -1193,7 +1177,6 @@ export class ChatNode {
         peer: to,
         state: "queued",
         sentOn: null,
-        stored: false,
         shown: false,
         written: null,
         waiting: null,
@@ -1202,7 +1185,6 @@ export class ChatNode {
         { id: moved.id, peer: to, peerName: name, text: moved.text, sentAt: moved.sentAt },
         "queued",
       );
-      moved.stored = true;
       target.set(moved.id, moved);
       box.delete(m.id);
       await this.#opts.history.setState(m.id, "failed");

@@ -185,6 +185,10 @@ export async function runHeadless(node: ChatNode, opts: HeadlessOptions = {}): P
   );
   try {
     reading: for (;;) {
+      // The next read of stdin starts at the end of this turn: starting one hands work to
+      // another thread (tens of µs here), and what the commands just read set going (a
+      // message's socket write) goes first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       const next = lines.next();
       const result = stopped.length > 0 ? await Promise.race([next, ...stopped]) : await next;
       if (result === "stop" || result.done) break;

@@ -1,8 +1,8 @@
 /**
  * Child process of the fsync test in history_test.ts: stores one outgoing message in the history
- * at `Deno.args[0]` with durability `Deno.args[1]`, and writes `COMMITTED` and `DURABLE` on stdout
- * as the store reports each stage (or `FAILED` and the error), so that a syscall trace shows where
- * the fsyncs fall.
+ * at `Deno.args[0]` with durability `Deno.args[1]`, and writes `REQUEST` before each write and
+ * `DURABLE` once the store reports it (or `FAILED` and the error, then `REFUSAL` and whether the
+ * store refuses writes now), so that a syscall trace shows where the WAL writes and fsyncs fall.
  *
  * @module
  */
@@ -16,15 +16,16 @@ const say = (line: string) => Deno.stdout.writeSync(new TextEncoder().encode(`${
 const store = await HistoryStore.open(path, { key: generateKey(), durable });
 say("OPEN");
 for (const round of [1, 2]) {
+  say(`REQUEST ${round}`);
   try {
     await store.recordOutgoing(
       { id: `m${round}`, peer: "b0".repeat(32), peerName: "Bob", text: "hi", sentAt: Date.now() },
       "sent",
-      { committed: () => say(`COMMITTED ${round}`) },
     );
     say(`DURABLE ${round}`);
   } catch (e) {
     say(`FAILED ${round} ${(e as Error).name}: ${(e as Error).message}`);
+    say(`REFUSAL ${store.refusal === e}`);
   }
 }
 await store.close();
