@@ -349,8 +349,8 @@ export class ChatNode {
     // Into the outbox and out to the peer at once, in the order of the calls. The record commits
     // at the end of this turn, while the message is on its way (the peer's fsync then runs beside
     // our commit and fsync, not after them); it is reported once the record is durable. A kill
-    // in the fraction of a millisecond between the socket write and the commit leaves the peer
-    // with a message that our history lacks and never reported (docs/STORAGE.md, "Durability").
+    // between the socket write and the end of the commit leaves the peer with a message that our
+    // history lacks and never reported (docs/STORAGE.md, "Durability").
     const box = this.#box(fp);
     box.set(msg.id, msg);
     const durable = this.#opts.history.recordOutgoing(row, msg.state);
