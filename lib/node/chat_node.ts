@@ -5,6 +5,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { formatFingerprint, type Identity } from "../crypto/identity.ts";
 import type { Logger } from "../log.ts";
 import { FramedConn } from "../net/conn.ts";
@@ -116,6 +117,12 @@ interface OutMessage {
   state: "queued" | "sent";
   /** The session this message was last written to (null: not on the current one). */
   sentOn: Session | null;
+  /**
+   * May be written to the peer: its record has committed, or it is the one message of its turn
+   * of the event loop that leaves before (see send()). The outbox keeps the order of the send()
+   * calls, and #flush stops at the first message that may not be written yet.
+   */
+  writable: boolean;
   /** `sent` has been reported for it (or was, before a restart). */
   shown: boolean;
   /** The last write to a session: true once written, false if it failed. */
@@ -174,8 +181,10 @@ export class ChatNode {
   #bookSaves = new Map<string, Promise<void>>();
   /** Per peer: the current reconnect backoff. */
   #retryDelays = new Map<string, number>();
-  /** Per peer: the session that has every outbox message written to it (see #flush). */
+  /** Per peer: the session that has every writable outbox message written to it (see #flush). */
   #flushed = new Map<string, Session>();
+  /** A message of this turn of the event loop left before its commit (see send()). */
+  #earlyTaken = false;
   /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
   #clashWarned = new Set<string>();
 
@@ -240,6 +249,7 @@ export class ChatNode {
           ...m,
           state: m.state === "queued" ? "queued" : "sent",
           sentOn: null,
+          writable: true,
           shown: m.state === "sent",
           written: null,
           waiting: null,
@@ -341,24 +351,36 @@ export class ChatNode {
       sentAt: Date.now(),
       state: live && !live.closed && !held ? "sent" : "queued",
       sentOn: null,
+      writable: false,
       shown: false,
       written: null,
       waiting: [],
     };
     const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
-    // Into the outbox and out to the peer at once, in the order of the calls. The record commits
-    // at the end of this turn, while the message is on its way (the peer's fsync then runs beside
-    // our commit and fsync, not after them); it is reported once the record is durable. A kill
-    // between the socket write and the end of the commit leaves the peer with a message that our
-    // history lacks and never reported (docs/STORAGE.md, "Durability").
+    // Into the outbox at once, so that it keeps the order of the calls. The first message of a
+    // turn of the event loop leaves at once too, and its record commits at the end of the turn: a
+    // message sent alone (typed, or a script's that waits for each answer) travels while our
+    // commit and fsync run instead of after the commit. The others of the turn (a flood) leave
+    // once committed, so that a kill can leave the peer with at most one message that our
+    // history lacks (and that was never reported): docs/STORAGE.md, "Durability". Each is
+    // reported once its record is durable.
+    msg.writable = !this.#earlyTaken;
+    if (msg.writable) {
+      this.#earlyTaken = true;
+      setImmediate(() => this.#earlyTaken = false);
+    }
     const box = this.#box(fp);
     box.set(msg.id, msg);
-    const durable = this.#opts.history.recordOutgoing(row, msg.state);
+    const committed = msg.writable ? null : Promise.withResolvers<void>();
+    const durable = this.#opts.history.recordOutgoing(row, msg.state, {
+      committed: committed?.resolve,
+    });
     durable.then(() => {
       const waiting = msg.waiting ?? [];
       msg.waiting = null;
       for (const f of waiting) f();
     }, (e) => {
+      committed?.reject(e);
       // Not stored, or not durable (the fsync failed): the store refuses every write from now on
       // and nothing more is reported for this message. Not left: it leaves the outbox, and send()
       // answers with the error. Left already: send() may have answered, so it is told here.
@@ -372,6 +394,14 @@ export class ChatNode {
         message: `message ${msg.id} to ${record.name} left but is not stored: ${describe(e)}`,
       });
     });
+    if (committed !== null) {
+      try {
+        await committed.promise;
+      } catch (e) {
+        throw new NodeError(`message not stored: ${describe(e)}`, { cause: e });
+      }
+      msg.writable = true;
+    }
     if (held) {
       // Not written now: the outbox is no longer all on the session (see #flush).
       this.#flushed.delete(fp);
@@ -991,10 +1021,11 @@ export class ChatNode {
   }
 
   /**
-   * Writes to the current session with `fp`, in outbox order, every message not yet on it.
-   * send() adds each message to the outbox and calls this at once, so once a pass has put the
-   * whole outbox on the session, `next` (the message just added) is all that needs writing: no
-   * scan of the outbox per message under load.
+   * Writes to the current session with `fp`, in outbox order, every writable message not yet on
+   * it. Messages become writable in the order of the send() calls, so the first one that is not
+   * yet ends the pass: send() writes it (and each one after it) as soon as it is. That keeps the
+   * whole outbox on the session, so for `next` (a message just writable) only `next` itself
+   * needs writing: no scan of the outbox per message under load.
    */
   #flush(fp: string, next?: OutMessage): void {
     const session = this.#sessions.get(fp)?.session;
@@ -1006,6 +1037,7 @@ export class ChatNode {
       return;
     }
     for (const m of box.values()) {
+      if (!m.writable) break;
       if (m.sentOn !== session) this.#write(fp, session, m);
     }
     this.#flushed.set(fp, session);
@@ -1177,6 +1209,7 @@ export class ChatNode {
         peer: to,
         state: "queued",
         sentOn: null,
+        writable: true,
         shown: false,
         written: null,
         waiting: null,

@@ -187,6 +187,7 @@ type Op =
     /** The text as a Fernet token under the history key. */
     body: string;
     done: PromiseWithResolvers<void>;
+    committed?: () => void;
   }
   | {
     kind: "in";
@@ -461,17 +462,25 @@ export class HistoryStore {
    * Stores an outgoing message; resolves once it is durable (group commit). A duplicate id is a
    * no-op.
    *
+   * `committed` is called as soon as the transaction holding the write has committed, before
+   * the fsync that makes it durable (in `full` durability; at the same time in `normal`): the
+   * row then survives a kill of this process, not yet a power cut, and the caller can send the
+   * message on while the disk works. It is not called when the write fails. It runs inside the
+   * commit and must not throw (an exception is rethrown as an uncaught error).
+   *
    * @throws {StoreError} when the store is closed or the write fails.
    * @throws {RangeError} when `state` is not `queued` or `sent`, or a field has the wrong type
    * (ids and texts are strings, id and peer not empty, times integer ms).
    * @example
    * ```ts
-   * await store.recordOutgoing(row, "sent"); // durable: now say `sent`
+   * const durable = store.recordOutgoing(row, "sent", { committed: () => write(row) });
+   * await durable; // now say `sent`
    * ```
    */
   recordOutgoing(
     msg: { id: string; peer: string; peerName: string; text: string; sentAt: number },
     state: "queued" | "sent",
+    opts: { committed?: () => void } = {},
   ): Promise<void> {
     if (state !== "queued" && state !== "sent") {
       return Promise.reject(
@@ -482,7 +491,18 @@ export class HistoryStore {
     if ("error" in sealed) return Promise.reject(sealed.error);
     const done = Promise.withResolvers<void>();
     const { id, peer, peerName, sentAt } = msg;
-    this.#enqueue({ kind: "out", id, peer, peerName, sentAt, state, body: sealed.body, done });
+    const { committed } = opts;
+    this.#enqueue({
+      kind: "out",
+      id,
+      peer,
+      peerName,
+      sentAt,
+      state,
+      body: sealed.body,
+      done,
+      committed,
+    });
     return done.promise;
   }
 
@@ -973,6 +993,17 @@ export class HistoryStore {
       );
       for (const op of ops) op.done.reject(error);
       return;
+    }
+    for (const op of ops) {
+      if (op.kind !== "out" || op.committed === undefined) continue;
+      try {
+        op.committed();
+      } catch (e) {
+        // A caller's bug: surfaced as an uncaught error, never at the price of the other writes.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
     }
     const resolve = () =>
       ops.forEach((op, i) => {

@@ -84,6 +84,8 @@ Deno.test({
     };
     const stats = { kills: 0, cuts: 0, attempted: 0 };
     const attempted = new Set<string>();
+    /** Each text sent, and the process (the life of its sender) it was handed to. */
+    const handedTo = new Map<string, PeerProcess>();
     let chaos = true;
     try {
       for (const n of NAMES) await start(n);
@@ -110,6 +112,7 @@ Deno.test({
               const to = pick(NAMES.filter((x) => x !== from));
               const text = `soak ${from}>${to} #${n++}`;
               attempted.add(text);
+              handedTo.set(text, p);
               stats.attempted++;
               lines.push(`/send ${to} ${text}`);
             }
@@ -143,6 +146,7 @@ Deno.test({
             const to = pick(NAMES.filter((x) => x !== victim));
             const text = `soak ${victim}>${to} last-${stats.kills}-${i}`;
             attempted.add(text);
+            handedTo.set(text, p);
             stats.attempted++;
             burst.push(`/send ${to} ${text}`);
           }
@@ -208,6 +212,8 @@ Deno.test({
       let stored = 0;
       let shownMissingEvent = 0;
       let receivedUnrecorded = 0;
+      /** Per sending process: messages received that its history lacks (it died first). */
+      const unrecordedBy = new Map<PeerProcess, string[]>();
       for (const [key, pair] of pairs) {
         const [from, to] = key.split(">");
         stored += pair.out.length;
@@ -229,7 +235,10 @@ Deno.test({
         }
         for (const m of pair.in) {
           assert.ok(attempted.has(m.text), `${key}: ${m.text} was never sent`);
-          if (!outIds.has(m.id)) receivedUnrecorded++;
+          if (outIds.has(m.id)) continue;
+          receivedUnrecorded++;
+          const life = handedTo.get(m.text)!;
+          unrecordedBy.set(life, [...(unrecordedBy.get(life) ?? []), m.text]);
         }
         // Shown to the receiver's user at most once, across all its lives.
         const shown = lives.get(to)!.flatMap((l) => l.all("message")).filter((e) =>
@@ -238,6 +247,10 @@ Deno.test({
         const shownIds = shown.map((e) => e.id);
         assert.equal(new Set(shownIds).size, shownIds.length, `${key}: a message shown twice`);
         shownMissingEvent += pair.in.filter((m) => !shownIds.includes(m.id)).length;
+      }
+      // Only the first message of a turn leaves before its commit: one per kill at most.
+      for (const texts of unrecordedBy.values()) {
+        assert.ok(texts.length <= 1, `one process left unrecorded: ${texts.join(", ")}`);
       }
       for (const life of lives.values()) {
         for (const p of life) {

@@ -1318,6 +1318,69 @@ Deno.test({
   },
 });
 
+Deno.test("recordOutgoing calls committed before it resolves, and not when the write fails", async () => {
+  await withDir(async (dir) => {
+    const store = await HistoryStore.open(join(dir, "chat_history.db"), { key: generateKey() });
+    try {
+      const order: string[] = [];
+      const done = store.recordOutgoing(out("c1", BOB, "hi"), "sent", {
+        committed: () => order.push("committed"),
+      }).then(() => order.push("durable"));
+      assert.deepEqual(order, []);
+      await done;
+      assert.deepEqual(order, ["committed", "durable"]);
+      // An invalid message never reaches a commit.
+      let called = false;
+      await assert.rejects(
+        store.recordOutgoing(out("", BOB, "hi"), "sent", { committed: () => called = true }),
+        RangeError,
+      );
+      assert.equal(called, false);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("a committed callback that throws surfaces as an uncaught error; the other writes resolve", async () => {
+  const uncaught: unknown[] = [];
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    uncaught.push(e.error);
+  };
+  globalThis.addEventListener("error", onError);
+  try {
+    await withDir(async (dir) => {
+      const store = await HistoryStore.open(join(dir, "chat_history.db"), {
+        key: generateKey(),
+        durable: "normal",
+      });
+      try {
+        const called: string[] = [];
+        await Promise.all([
+          store.recordOutgoing(out("t1", BOB, "one"), "sent", {
+            committed: () => {
+              throw new Error("a caller's bug");
+            },
+          }),
+          store.recordOutgoing(out("t2", BOB, "two"), "sent", {
+            committed: () => called.push("t2"),
+          }),
+        ]);
+        assert.deepEqual(called, ["t2"]);
+        assert.deepEqual((await store.history(BOB)).map((m) => m.id), ["t1", "t2"]);
+        await new Promise((r) => setTimeout(r, 10));
+        assert.equal(uncaught.length, 1);
+        assert.match(String(uncaught[0]), /a caller's bug/);
+      } finally {
+        await store.close();
+      }
+    });
+  } finally {
+    globalThis.removeEventListener("error", onError);
+  }
+});
+
 Deno.test("refusal is null while the store takes writes, the reason once it refuses them", async () => {
   await withDir(async (dir) => {
     const store = await HistoryStore.open(join(dir, "chat_history.db"), { key: generateKey() });
