@@ -5,7 +5,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { formatFingerprint, type Identity } from "../crypto/identity.ts";
 import type { Logger } from "../log.ts";
 import { FramedConn } from "../net/conn.ts";
@@ -118,9 +117,9 @@ interface OutMessage {
   /** The session this message was last written to (null: not on the current one). */
   sentOn: Session | null;
   /**
-   * May be written to the peer: its record has committed, or it is the one message of its turn
-   * of the event loop that leaves before (see send()). The outbox keeps the order of the send()
-   * calls, and #flush stops at the first message that may not be written yet.
+   * May be written to the peer: its record has committed, or it is the one message that leaves
+   * before its commit (see send()). The outbox keeps the order of the send() calls, and #flush
+   * stops at the first message that may not be written yet.
    */
   writable: boolean;
   /** `sent` has been reported for it (or was, before a restart). */
@@ -183,8 +182,10 @@ export class ChatNode {
   #retryDelays = new Map<string, number>();
   /** Per peer: the session that has every writable outbox message written to it (see #flush). */
   #flushed = new Map<string, Session>();
-  /** A message of this turn of the event loop left before its commit (see send()). */
-  #earlyTaken = false;
+  /** A message that left before its record committed is still waiting for that commit. */
+  #earlyUncommitted = false;
+  /** Messages (to any peer) waiting for their commit before they may be written. */
+  #unwritable = 0;
   /** Keys already warned about for claiming the name of a live peer (bounded, see #nameClash). */
   #clashWarned = new Set<string>();
 
@@ -357,38 +358,43 @@ export class ChatNode {
       waiting: [],
     };
     const row = { id: msg.id, peer: fp, peerName: record.name, text, sentAt: msg.sentAt };
-    // Into the outbox at once, so that it keeps the order of the calls. The first message of a
-    // turn of the event loop leaves at once too, and its record commits at the end of the turn: a
-    // message sent alone (typed, or a script's that waits for each answer) travels while our
-    // commit and fsync run instead of after the commit. The others of the turn (a flood) leave
-    // once committed, so that a kill can leave the peer with at most one message that our
+    // Into the outbox at once, so that it keeps the order of the calls. A message sent alone
+    // (typed, or a script's that waits for each answer) leaves at once too, and its record
+    // commits at the end of this turn of the event loop: it travels while our commit and fsync
+    // run instead of after the commit. Only one message at a time leaves before its commit, and
+    // only while no message waits for its own: the others (a flood) join that commit and leave
+    // once it is done, in order. So a kill can leave the peer with at most one message that our
     // history lacks (and that was never reported): docs/STORAGE.md, "Durability". Each is
     // reported once its record is durable.
-    msg.writable = !this.#earlyTaken;
-    if (msg.writable) {
-      this.#earlyTaken = true;
-      setImmediate(() => this.#earlyTaken = false);
-    }
+    msg.writable = !this.#earlyUncommitted && this.#unwritable === 0;
+    let early = msg.writable;
+    const release = () => {
+      if (!early) return;
+      early = false;
+      this.#earlyUncommitted = false;
+    };
+    if (early) this.#earlyUncommitted = true;
+    else this.#unwritable++;
     const box = this.#box(fp);
     box.set(msg.id, msg);
-    const committed = msg.writable ? null : Promise.withResolvers<void>();
+    const committed = early ? null : Promise.withResolvers<void>();
     const durable = this.#opts.history.recordOutgoing(row, msg.state, {
-      committed: committed?.resolve,
+      committed: committed?.resolve ?? release,
     });
     durable.then(() => {
       const waiting = msg.waiting ?? [];
       msg.waiting = null;
       for (const f of waiting) f();
     }, (e) => {
+      release();
       committed?.reject(e);
       // Not stored, or not durable (the fsync failed): the store refuses every write from now on
-      // and nothing more is reported for this message. Not left: it leaves the outbox, and send()
-      // answers with the error. Left already: send() may have answered, so it is told here.
+      // and nothing more is reported for this message, which leaves the outbox. Not written:
+      // send() answers with the error. Written already: send() may have answered, so the error
+      // is told here.
+      box.delete(msg.id);
+      if (msg.sentOn === null) return;
       this.#log.error(`message ${msg.id} is not stored: ${describe(e)}`);
-      if (msg.sentOn === null) {
-        box.delete(msg.id);
-        return;
-      }
       this.#emit({
         type: "error",
         message: `message ${msg.id} to ${record.name} left but is not stored: ${describe(e)}`,
@@ -399,6 +405,8 @@ export class ChatNode {
         await committed.promise;
       } catch (e) {
         throw new NodeError(`message not stored: ${describe(e)}`, { cause: e });
+      } finally {
+        this.#unwritable--;
       }
       msg.writable = true;
     }
@@ -1219,6 +1227,9 @@ export class ChatNode {
         "queued",
       );
       target.set(moved.id, moved);
+      // Not on the new key's session yet: the next pass writes it, in outbox order, before any
+      // message sent after it.
+      this.#flushed.delete(to);
       box.delete(m.id);
       await this.#opts.history.setState(m.id, "failed");
       this.#emit({ type: "queued", id: moved.id, to: name, fingerprint: to });

@@ -248,7 +248,7 @@ Deno.test({
         assert.equal(new Set(shownIds).size, shownIds.length, `${key}: a message shown twice`);
         shownMissingEvent += pair.in.filter((m) => !shownIds.includes(m.id)).length;
       }
-      // Only the first message of a turn leaves before its commit: one per kill at most.
+      // One message at a time leaves before its commit: one per killed process at most.
       for (const texts of unrecordedBy.values()) {
         assert.ok(texts.length <= 1, `one process left unrecorded: ${texts.join(", ")}`);
       }
