@@ -128,7 +128,7 @@ interface OutMessage {
   written: Promise<boolean> | null;
   /**
    * What waits for the record to be durable (null once it is): `sent`, `queued` and `delivered`
-   * are reported only then. The message itself leaves before its record commits (see send()).
+   * are reported only then. The message itself may leave before that (see send()).
    */
   waiting: (() => void)[] | null;
 }
